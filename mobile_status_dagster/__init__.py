@@ -1,0 +1,1 @@
+"""Dagster integration for a paid mobile-number status API."""

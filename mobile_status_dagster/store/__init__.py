@@ -1,0 +1,1 @@
+"""DuckDB persistence: the only module that writes SQL."""
