@@ -1,0 +1,341 @@
+"""The enrichment loop: plan → check in batches → record → publish. No Dagster here.
+
+Usable from a plain script::
+
+    import asyncio
+    from mobile_status_dagster.client import AsyncMobileStatusClient, ClientSettings
+    from mobile_status_dagster.engine import EnrichmentJob, enrich
+    from mobile_status_dagster.store import Partition, SourceTable, file_connect
+
+    job = EnrichmentJob(source=SourceTable(), partitions=(Partition("set-a"),), run_id="r1")
+    client = AsyncMobileStatusClient(ClientSettings(base_url=url, token=token))
+    report = asyncio.run(enrich(job, client=client, connect=file_connect("numbers.duckdb")))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from mobile_status_dagster.client.async_client import AsyncMobileStatusClient
+from mobile_status_dagster.client.results import CheckResult
+from mobile_status_dagster.engine.latency import LatencySample
+from mobile_status_dagster.engine.journal import Journal, Segment, leftover_segments
+from mobile_status_dagster.errors import FatalProviderError, MobileStatusError
+from mobile_status_dagster.freshness import Freshness
+from mobile_status_dagster.store.connection import Connect
+from mobile_status_dagster.store.plan import RunPlan, plan_run
+from mobile_status_dagster.store.publish import PartitionOutcome, publish_partitions
+from mobile_status_dagster.store.record import fold_segment, iter_spool
+from mobile_status_dagster.store.schema import ensure_schema
+from mobile_status_dagster.store.source import Partition, SourceTable
+
+log = logging.getLogger("mobile_status_dagster.engine")
+
+#: Fold the journal into DuckDB at least this often, and after this many answers.
+FOLD_EVERY_S = 2.0
+FOLD_EVERY_ANSWERS = 5000
+PROGRESS_EVERY_S = 5.0
+
+
+class StoreWriteError(MobileStatusError):
+    """DuckDB refused a write mid-run; the answers are safe in the journal."""
+
+
+class EnrichmentStopped(MobileStatusError):
+    """The run stopped before every partition could be published."""
+
+    def __init__(self, report: EnrichmentReport) -> None:
+        super().__init__(report.stop_message())
+        self.report = report
+
+
+@dataclass(frozen=True)
+class EnrichmentJob:
+    """What to enrich, and the terms: freshness, price, budget.
+
+    Args:
+        source: the user's table of numbers.
+        partitions: the partitions (sets or time windows) to enrich in this run.
+        run_id: recorded with every call and answer (the Dagster run id under Dagster).
+        freshness: how long answers are served from the cache.
+        force_refresh: ask the provider again even for fresh numbers.
+        unit_price: price of one billed call, recorded with each call.
+        currency: currency of ``unit_price``.
+        max_billed: stop before more than this many calls could be billed.
+    """
+
+    source: SourceTable
+    partitions: tuple[Partition, ...]
+    run_id: str
+    freshness: Freshness = field(default_factory=Freshness)
+    force_refresh: bool = False
+    unit_price: Decimal = Decimal(0)
+    currency: str = "CNY"
+    max_billed: int | None = None
+
+
+@dataclass
+class Progress:
+    """A progress snapshot for logs."""
+
+    done: int
+    total: int
+    billed: int
+    calls_per_s: float
+
+
+@dataclass
+class EnrichmentReport:
+    """What a run did: counts, money, per-partition outcomes, and why it stopped (if so)."""
+
+    run_id: str
+    plan: RunPlan
+    sent: int = 0
+    answered: int = 0
+    unresolved: int = 0
+    billed: int = 0
+    possibly_billed: int = 0
+    attempts: int = 0
+    cost: Decimal = Decimal(0)
+    currency: str = "CNY"
+    elapsed_s: float = 0.0
+    check_s: float = 0.0
+    by_status: collections.Counter[str] = field(default_factory=collections.Counter)
+    latencies: LatencySample = field(default_factory=LatencySample, repr=False)
+    outcomes: list[PartitionOutcome] = field(default_factory=list)
+    stop_reason: str | None = None
+
+    @property
+    def calls_per_s(self) -> float:
+        """Numbers checked per second of checking."""
+        return self.sent / self.check_s if self.check_s > 0 else 0.0
+
+    @property
+    def unfinished(self) -> list[PartitionOutcome]:
+        """Partitions not published in this run."""
+        return [o for o in self.outcomes if not o.published]
+
+    @property
+    def ok(self) -> bool:
+        """Every partition was published."""
+        return not self.unfinished and self.stop_reason is None
+
+    def stop_message(self) -> str:
+        """Why the run did not publish everything, and what to do."""
+        parts = []
+        if self.stop_reason:
+            parts.append(self.stop_reason)
+        if self.unfinished:
+            missing = sum(o.missing for o in self.unfinished)
+            keys = ", ".join(o.set_id for o in self.unfinished[:10])
+            more = "" if len(self.unfinished) <= 10 else f" and {len(self.unfinished) - 10} more"
+            parts.append(
+                f"{len(self.unfinished)} partition(s) not published ({keys}{more}): "
+                f"{missing} number(s) still have no answer"
+            )
+        parts.append(
+            f"{self.billed} billed answer(s) from this run are kept in the cache and the audit; "
+            "a rerun pays only for what is missing"
+        )
+        return "; ".join(parts)
+
+    def raise_if_stopped(self) -> None:
+        """Raise :class:`EnrichmentStopped` unless every partition was published."""
+        if not self.ok:
+            raise EnrichmentStopped(self)
+
+
+def journal_dir_for(database: str) -> Path:
+    """Where a database's answer journal lives: next to the file."""
+    return Path(database + ".journal")
+
+
+def recover_journal(connect: Connect, journal_dir: Path) -> int:
+    """Fold segments left by runs that died into DuckDB; return how many answers came back."""
+    recovered = 0
+    for segment in leftover_segments(journal_dir):
+        try:
+            with connect() as conn:
+                ensure_schema(conn)
+                result = fold_segment(conn, segment.path)
+        except BaseException:
+            segment.release()
+            raise
+        segment.discard()
+        recovered += result.answers
+        if not result.already_folded:
+            log.info("recovered %d answer(s) from journal %s", result.answers, segment.path.name)
+    return recovered
+
+
+async def enrich(
+    job: EnrichmentJob,
+    *,
+    client: AsyncMobileStatusClient,
+    connect: Connect,
+    journal_dir: Path,
+    progress: Callable[[Progress], None] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> EnrichmentReport:
+    """Run ``job``: pay only for numbers not fresh in the cache, keep every answer.
+
+    Returns the report; a run that could not publish every partition has
+    ``report.ok == False`` and says why in ``report.stop_message()``.
+    """
+    started = time.perf_counter()
+    now = clock()
+    spool = journal_dir / f"{job.run_id}-{os.getpid()}.plan.parquet"
+    journal_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(recover_journal, connect, journal_dir)
+    with connect() as conn:
+        ensure_schema(conn)
+        job.source.check_exists(conn)
+        plan = plan_run(
+            conn,
+            job.source,
+            job.partitions,
+            freshness=job.freshness,
+            now=now,
+            force_refresh=job.force_refresh,
+            spool=spool,
+        )
+    report = EnrichmentReport(run_id=job.run_id, plan=plan, currency=job.currency)
+    try:
+        if plan.to_send:
+            await _check_all(job, report, client, connect, journal_dir, spool, progress)
+    finally:
+        spool.unlink(missing_ok=True)
+    with connect() as conn:
+        report.outcomes = publish_partitions(
+            conn,
+            job.source,
+            job.partitions,
+            run_id=job.run_id,
+            freshness=job.freshness,
+            now=now,
+            force_refresh=job.force_refresh,
+        )
+    report.cost = job.unit_price * report.billed
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+async def _check_all(
+    job: EnrichmentJob,
+    report: EnrichmentReport,
+    client: AsyncMobileStatusClient,
+    connect: Connect,
+    journal_dir: Path,
+    spool: Path,
+    progress: Callable[[Progress], None] | None,
+) -> None:
+    """Check the spooled numbers, journal each answer, fold the journal as it grows.
+
+    Stops feeding new numbers on a fatal provider error, on the budget, or when DuckDB
+    refuses a write; requests in flight always finish and are journaled.
+    """
+    journal = Journal(journal_dir, job.run_id, unit_price=job.unit_price, currency=job.currency)
+    in_flight: dict[str, str] = {}
+    settled = asyncio.Event()
+    stop: list[str] = []
+    store_errors: list[str] = []
+
+    async def numbers() -> AsyncIterator[str]:
+        for mobile, set_id in iter_spool(spool):
+            while job.max_billed is not None and _charged(report) + len(in_flight) >= job.max_billed:
+                if not in_flight:
+                    remaining = report.plan.to_send - report.sent
+                    stop.append(
+                        f"budget of {job.max_billed} billed call(s) reached; "
+                        f"{remaining} number(s) remain unchecked"
+                    )
+                    return
+                settled.clear()
+                await settled.wait()
+            if stop:
+                return
+            in_flight[mobile] = set_id
+            yield mobile
+
+    async def fold(segment: Segment) -> None:
+        if store_errors:
+            segment.release()
+            return
+        try:
+            await asyncio.to_thread(_fold_and_discard, connect, segment)
+        except duckdb.Error as error:
+            segment.release()
+            message = (
+                f"could not write answers to DuckDB ({type(error).__name__}: {error}); "
+                f"they are kept in the journal {journal_dir} and are recorded by the next run"
+            )
+            store_errors.append(message)
+            stop.append(message)
+
+    folding: asyncio.Task[None] | None = None
+    check_started = last_fold = last_progress = time.perf_counter()
+    since_fold = 0
+    try:
+        async for result in client.check_many(numbers()):
+            journal.write(result, in_flight.pop(result.mobile))
+            settled.set()
+            _count(report, result)
+            since_fold += 1
+            now = time.perf_counter()
+            if since_fold >= FOLD_EVERY_ANSWERS or now - last_fold >= FOLD_EVERY_S:
+                if folding is not None:
+                    await folding
+                folding = asyncio.create_task(fold(journal.rotate()))
+                since_fold, last_fold = 0, now
+            if progress is not None and now - last_progress >= PROGRESS_EVERY_S:
+                last_progress = now
+                report.check_s = now - check_started
+                progress(Progress(report.sent, report.plan.to_send, report.billed, report.calls_per_s))
+    except FatalProviderError as error:
+        stop.append(str(error))
+    finally:
+        report.check_s = time.perf_counter() - check_started
+        if folding is not None:
+            await folding
+        await fold(journal.current)
+    if stop:
+        report.stop_reason = "; ".join(dict.fromkeys(stop))
+    if store_errors:
+        raise StoreWriteError(store_errors[0])
+
+
+def _charged(report: EnrichmentReport) -> int:
+    """Calls that are or may be billed: what a budget must count."""
+    return report.billed + report.possibly_billed
+
+
+def _fold_and_discard(connect: Connect, segment: Segment) -> None:
+    with connect() as conn:
+        ensure_schema(conn)
+        fold_segment(conn, segment.path)
+    segment.discard()
+
+
+def _count(report: EnrichmentReport, result: CheckResult) -> None:
+    report.sent += 1
+    report.attempts += len(result.attempts)
+    report.billed += sum(1 for a in result.attempts if a.billed)
+    report.possibly_billed += sum(1 for a in result.attempts if a.possibly_billed)
+    for attempt in result.attempts:
+        report.latencies.add(attempt.latency_ms)
+    if result.status is not None:
+        report.answered += 1
+        report.by_status[result.status.label] += 1
+    else:
+        report.unresolved += 1
