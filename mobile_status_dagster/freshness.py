@@ -44,7 +44,9 @@ class Freshness:
         return self.by_status.get(status, self.max_age)
 
     @classmethod
-    def from_days(cls, max_age_days: float, by_status_days: Mapping[str, float] | None = None) -> Freshness:
+    def from_days(
+        cls, max_age_days: float, by_status_days: Mapping[str, float] | None = None
+    ) -> Freshness:
         """Build from day counts keyed by status label, as configuration gives them."""
         overrides: dict[Status, timedelta] = {}
         for label, days in (by_status_days or {}).items():

@@ -197,7 +197,9 @@ class AsyncMobileStatusClient:
 
     def _backoff(self, retry: int) -> float:
         """Exponential backoff with full jitter (spreads retries of a burst apart)."""
-        ceiling = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** (retry - 1))
+        ceiling = min(
+            self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** (retry - 1)
+        )
         return random.uniform(0, ceiling)
 
     async def _attempt(self, mobile: str, number: int) -> Attempt:
@@ -217,8 +219,8 @@ class AsyncMobileStatusClient:
         except MobileStatusError as error:
             return self._failed(mobile, number, requested_at, started, http_status, error)
         except (httpx.HTTPError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            error = _transport_error(exc)
-            return self._failed(mobile, number, requested_at, started, http_status, error)
+            transport_error = _transport_error(exc)
+            return self._failed(mobile, number, requested_at, started, http_status, transport_error)
         self._limiter.accepted()
         latency_ms = (time.perf_counter() - started) * 1000
         if log.isEnabledFor(logging.DEBUG):
@@ -282,8 +284,9 @@ def _result(mobile: str, attempts: list[Attempt]) -> CheckResult:
     last = attempts[-1]
     if isinstance(last.error, OperatorRefusedError):
         # The contract: after bounded retries a refused query is recorded as unknown.
-        return CheckResult(mobile, Status.UNKNOWN, None, None, last.code, last.message,
-                           tuple(attempts), None)
+        return CheckResult(
+            mobile, Status.UNKNOWN, None, None, last.code, last.message, tuple(attempts), None
+        )
     return CheckResult(
         mobile=mobile,
         status=last.status,
@@ -306,8 +309,9 @@ def _transport_error(exc: BaseException) -> TransportError:
     name = type(chain[-1]).__name__
     if any(isinstance(e, aiohttp.ClientConnectorError | httpx.ConnectError) for e in chain):
         return ConnectFailedError(f"could not connect to the provider ({name})")
-    if any(isinstance(e, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError)
-           for e in chain):
+    if any(
+        isinstance(e, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError) for e in chain
+    ):
         return ConnectionLostError(f"connection lost after the request was sent ({name})")
     if isinstance(exc, httpx.ConnectTimeout) and not any(
         isinstance(e, aiohttp.ClientError) for e in chain

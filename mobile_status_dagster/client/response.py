@@ -103,7 +103,9 @@ def _optional_str(value: object) -> str | None:
 
 
 def _malformed(problem: str, body: bytes, redact: str) -> MalformedResponseError:
-    return MalformedResponseError(f"malformed provider response ({problem}): {excerpt(body, redact)}")
+    return MalformedResponseError(
+        f"malformed provider response ({problem}): {excerpt(body, redact)}"
+    )
 
 
 def excerpt(body: bytes, redact: str) -> str:

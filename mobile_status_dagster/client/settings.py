@@ -124,9 +124,7 @@ def _warn_if_token_in_clear(base_url: str) -> None:
     if parts.scheme != "http" or _is_loopback(host) or host in _warned_hosts:
         return
     _warned_hosts.add(host)
-    log.warning(
-        "base_url uses plain http to %s: the token travels unencrypted; use https", host
-    )
+    log.warning("base_url uses plain http to %s: the token travels unencrypted; use https", host)
 
 
 def _is_loopback(host: str) -> bool:

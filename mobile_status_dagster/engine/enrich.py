@@ -29,8 +29,8 @@ import duckdb
 
 from mobile_status_dagster.client.async_client import AsyncMobileStatusClient
 from mobile_status_dagster.client.results import CheckResult
-from mobile_status_dagster.engine.latency import LatencySample
 from mobile_status_dagster.engine.journal import Journal, Segment, leftover_segments
+from mobile_status_dagster.engine.latency import LatencySample
 from mobile_status_dagster.errors import FatalProviderError, MobileStatusError
 from mobile_status_dagster.freshness import Freshness
 from mobile_status_dagster.store.connection import Connect
@@ -253,7 +253,9 @@ async def _check_all(
 
     async def numbers() -> AsyncIterator[str]:
         for mobile, set_id in iter_spool(spool):
-            while job.max_billed is not None and _charged(report) + len(in_flight) >= job.max_billed:
+            while (
+                job.max_billed is not None and _charged(report) + len(in_flight) >= job.max_billed
+            ):
                 if not in_flight:
                     remaining = report.plan.to_send - report.sent
                     stop.append(
@@ -301,7 +303,9 @@ async def _check_all(
             if progress is not None and now - last_progress >= PROGRESS_EVERY_S:
                 last_progress = now
                 report.check_s = now - check_started
-                progress(Progress(report.sent, report.plan.to_send, report.billed, report.calls_per_s))
+                progress(
+                    Progress(report.sent, report.plan.to_send, report.billed, report.calls_per_s)
+                )
     except FatalProviderError as error:
         stop.append(str(error))
     finally:

@@ -32,7 +32,7 @@ def connect_with_retry(
     *,
     read_only: bool = False,
     lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
-    config: dict[str, str | bool | int | float] | None = None,
+    config: dict[str, str | bool | int | float | list[str]] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open ``database``, retrying with jittered backoff while another process holds it."""
     deadline = time.monotonic() + lock_wait_s
@@ -47,7 +47,9 @@ def connect_with_retry(
         delay = min(delay * 2, 1.0)
 
 
-def file_connect(database: str, *, read_only: bool = False, lock_wait_s: float = DEFAULT_LOCK_WAIT_S) -> Connect:
+def file_connect(
+    database: str, *, read_only: bool = False, lock_wait_s: float = DEFAULT_LOCK_WAIT_S
+) -> Connect:
     """A :data:`Connect` for a DuckDB file, for use without Dagster.
 
     Example::

@@ -50,7 +50,11 @@ def fresh_sql(alias: str, freshness: Freshness) -> tuple[str, dict[str, Any]]:
     for status, age in freshness.by_status.items():
         params[f"max_age_s_{status.value}"] = int(age.total_seconds())
         whens.append(f"WHEN {status.value} THEN $max_age_s_{status.value}")
-    age_s = f"(CASE {alias}.status_code {' '.join(whens)} ELSE $max_age_s END)" if whens else "$max_age_s"
+    age_s = (
+        f"(CASE {alias}.status_code {' '.join(whens)} ELSE $max_age_s END)"
+        if whens
+        else "$max_age_s"
+    )
     billed = ", ".join(str(s.value) for s in Status if s.billed)
     sql = (
         f"({alias}.status_code IN ({billed}) "
@@ -120,9 +124,8 @@ def plan_run(
     to_send_sql = "SELECT mobile, set_id FROM mobile_status_run_numbers WHERE NOT fresh"
     (to_send,) = conn.execute(f"SELECT count(*) FROM ({to_send_sql})").fetchone() or (0,)
     if spool is not None:
-        conn.execute(
-            f"COPY ({to_send_sql} ORDER BY set_id, mobile) TO '{_path_literal(spool)}' (FORMAT parquet)"
-        )
+        target = _path_literal(spool)
+        conn.execute(f"COPY ({to_send_sql} ORDER BY set_id, mobile) TO '{target}' (FORMAT parquet)")
     planned = {row[0]: SetPlan(*row) for row in per_set}
     sets = tuple(planned.get(p.key, SetPlan(p.key, 0, 0, 0, 0, 0)) for p in partitions)
     return RunPlan(sets=sets, to_send=int(to_send))

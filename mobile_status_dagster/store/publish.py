@@ -10,6 +10,7 @@ from decimal import Decimal
 import duckdb
 
 from mobile_status_dagster.freshness import Freshness
+from mobile_status_dagster.status import SERVING_OPERATORS
 from mobile_status_dagster.store.connection import transaction
 from mobile_status_dagster.store.plan import RUN_ROWS, fresh_sql, load_run_rows
 from mobile_status_dagster.store.schema import AUDIT, CACHE, PUBLISHED
@@ -77,7 +78,9 @@ def publish_partitions(
             if missing:
                 outcomes.append(PartitionOutcome(partition.key, published=False, missing=missing))
                 continue
-            conn.execute(f"DELETE FROM {PUBLISHED} WHERE set_id = $set_id", {"set_id": partition.key})
+            conn.execute(
+                f"DELETE FROM {PUBLISHED} WHERE set_id = $set_id", {"set_id": partition.key}
+            )
             conn.execute(_insert_sql(), {"set_id": partition.key, "run_id": run_id})
         outcomes.append(_counts(conn, partition.key, run_id))
     return outcomes
@@ -85,13 +88,14 @@ def publish_partitions(
 
 def _insert_sql() -> str:
     rejected = "c.status_code IS NULL AND c.provider_code = 4003"
+    serving = ", ".join(f"'{op}'" for op in sorted(SERVING_OPERATORS))
     return f"""
         INSERT INTO {PUBLISHED}
         SELECT r.set_id, r.mobile_raw, r.mobile,
                r.valid AND NOT coalesce({rejected}, false) AS valid,
                CASE WHEN {rejected} THEN '{PROVIDER_REJECTED}' ELSE r.invalid_reason END,
                c.status_code, c.status, c.operator, r.prefix_operator,
-               CASE WHEN c.operator IS NULL OR r.network_operator IS NULL THEN NULL
+               CASE WHEN c.operator IS NULL OR r.network_operator NOT IN ({serving}) THEN NULL
                     ELSE c.operator <> r.network_operator END AS ported,
                c.order_number, c.checked_at,
                CASE WHEN NOT r.valid THEN 'invalid'
@@ -108,7 +112,8 @@ def _counts(conn: duckdb.DuckDBPyConnection, set_id: str, run_id: str) -> Partit
     row = conn.execute(
         f"""
         SELECT count(*), count(*) FILTER (WHERE NOT valid),
-               count(*) FILTER (WHERE source = 'cache'), count(*) FILTER (WHERE source = 'provider'),
+               count(*) FILTER (WHERE source = 'cache'),
+               count(*) FILTER (WHERE source = 'provider'),
                count(*) FILTER (WHERE ported)
         FROM {PUBLISHED} WHERE set_id = $set_id
         """,

@@ -46,7 +46,9 @@ class SourceTable:
         try:
             columns = {
                 row[0]
-                for row in conn.execute(f"DESCRIBE SELECT * FROM {quote_table(self.table)}").fetchall()
+                for row in conn.execute(
+                    f"DESCRIBE SELECT * FROM {quote_table(self.table)}"
+                ).fetchall()
             }
         except duckdb.CatalogException:
             raise ConfigurationError(
@@ -95,9 +97,31 @@ def source_rows_sql(
     params: dict[str, Any] = {}
     for i, partition in enumerate(partitions):
         if partition.start is None or partition.end is None:
-            raise ConfigurationError("partitions", f"time partition {partition.key!r} has no window")
+            raise ConfigurationError(
+                "partitions", f"time partition {partition.key!r} has no window"
+            )
         whens.append(f"WHEN {column} >= $start_{i} AND {column} < $end_{i} THEN $key_{i}")
-        params |= {f"start_{i}": partition.start, f"end_{i}": partition.end, f"key_{i}": partition.key}
+        params |= {
+            f"start_{i}": partition.start,
+            f"end_{i}": partition.end,
+            f"key_{i}": partition.key,
+        }
     key = f"(CASE {' '.join(whens)} END)"
-    sql = f"SELECT * FROM (SELECT {key} AS set_id, {mobile} AS mobile_raw FROM {table}) WHERE set_id IS NOT NULL"
+    rows = f"SELECT {key} AS set_id, {mobile} AS mobile_raw FROM {table}"
+    sql = f"SELECT * FROM ({rows}) WHERE set_id IS NOT NULL"
     return sql, params
+
+
+def distinct_set_ids(conn: duckdb.DuckDBPyConnection, source: SourceTable) -> list[str]:
+    """The set ids present in ``source``, sorted; empty when the table does not exist yet."""
+    if source.set_column is None:
+        return []
+    column = quote_identifier(source.set_column)
+    try:
+        rows = conn.execute(
+            f"SELECT DISTINCT CAST({column} AS VARCHAR) AS s FROM {quote_table(source.table)} "
+            "WHERE s IS NOT NULL ORDER BY s"
+        ).fetchall()
+    except duckdb.CatalogException:
+        return []
+    return [row[0] for row in rows]

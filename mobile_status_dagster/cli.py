@@ -1,0 +1,133 @@
+"""The ``mobile-status`` command: simulator, load, enrich, demo."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mobile_status_dagster import settings
+from mobile_status_dagster.errors import MobileStatusError
+from mobile_status_dagster.simulator import add_simulator_arguments, run_simulator
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mobile-status``."""
+    parser = argparse.ArgumentParser(
+        prog="mobile-status",
+        description="Enrich sets of mobile numbers with their live status, through Dagster.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    simulator = commands.add_parser("simulator", help="run the local provider simulator")
+    add_simulator_arguments(simulator)
+    simulator.set_defaults(handler=run_simulator)
+
+    load = commands.add_parser("load", help="load a CSV, text or Parquet file into a set")
+    load.add_argument("file", type=Path, help="a .csv (with a header), .txt or .parquet file")
+    load.add_argument("--set", dest="set_id", required=True, help="the set id to load into")
+    load.add_argument(
+        "--column", help="column holding the numbers (default: 'mobile', else the first)"
+    )
+    load.add_argument("--replace", action="store_true", help="replace the set instead of appending")
+    _add_db(load)
+    load.set_defaults(handler=_load)
+
+    enrich = commands.add_parser("enrich", help="materialize mobile_status for sets")
+    which = enrich.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--set", dest="set_ids", action="append", metavar="ID", help="a set id (repeatable)"
+    )
+    which.add_argument("--all", action="store_true", help="every set in the source table")
+    enrich.add_argument(
+        "--force-refresh", action="store_true", help="ask again even for fresh numbers"
+    )
+    enrich.add_argument(
+        "--max-billed", type=int, metavar="N", help="budget: at most N billed calls"
+    )
+    enrich.add_argument("--quiet", action="store_true", help="only warnings from Dagster's log")
+    _add_db(enrich)
+    enrich.set_defaults(handler=_enrich)
+
+    demo = commands.add_parser("demo", help="seed sample sets, run the simulator, enrich twice")
+    demo.add_argument(
+        "--dir", type=Path, default=Path("demo_output"), help="where to write (%(default)s)"
+    )
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", help=f"DuckDB file (default: ${settings.DB} or {settings.DEFAULT_DB})"
+    )
+
+
+def _db(args: argparse.Namespace) -> str:
+    return str(args.db or settings.DeploymentSettings.from_env().db)
+
+
+def _load(args: argparse.Namespace) -> int:
+    from mobile_status_dagster.assets import DEFAULT_PARTITIONS_NAME
+    from mobile_status_dagster.runs import cli_instance, register_sets
+    from mobile_status_dagster.store.connection import file_connect
+    from mobile_status_dagster.store.load import load_file
+
+    with file_connect(_db(args))() as conn:
+        result = load_file(
+            conn, args.file, set_id=args.set_id, column=args.column, replace=args.replace
+        )
+    register_sets(cli_instance(), DEFAULT_PARTITIONS_NAME, [result.set_id])
+    rejected = sum(result.rejected.values())
+    reasons = ", ".join(f"{reason} {n}" for reason, n in result.rejected.items())
+    print(
+        f"loaded {result.rows} row(s) into set {result.set_id!r}: {result.valid} valid, "
+        f"{rejected} rejected{f' ({reasons})' if reasons else ''}"
+    )
+    return EXIT_OK
+
+
+def _enrich(args: argparse.Namespace) -> int:
+    from mobile_status_dagster.enrich_command import enrich_sets, print_summary
+
+    settings.require_provider_env()
+    deployment = dataclasses.replace(settings.DeploymentSettings.from_env(), db=_db(args))
+    outcome = enrich_sets(
+        deployment,
+        set_ids=args.set_ids,
+        all_sets=args.all,
+        force_refresh=args.force_refresh,
+        max_billed=args.max_billed,
+        log_level="WARNING" if args.quiet else "INFO",
+    )
+    print_summary(deployment.db, outcome)
+    for run in outcome.runs:
+        if not run.success:
+            print(
+                f"error: run {run.run_id} ({', '.join(run.set_ids)}): {run.message}",
+                file=sys.stderr,
+            )
+    return EXIT_OK if outcome.success else EXIT_FAILED
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from mobile_status_dagster.demo import run_demo
+
+    return run_demo(args.dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mobile-status`` and ``python -m mobile_status_dagster``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.handler(args)
+    except MobileStatusError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return code

@@ -1,0 +1,121 @@
+"""Launching real Dagster materializations of set partitions (the CLI's and the demo's path)."""
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from mobile_status_dagster.assets import MobileStatusAssets
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """One Dagster run over a contiguous range of set partitions."""
+
+    run_id: str
+    set_ids: tuple[str, ...]
+    success: bool
+    message: str | None
+    metadata: Mapping[str, Any]
+
+
+def cli_instance() -> dg.DagsterInstance:
+    """The instance at ``$DAGSTER_HOME``, or an ephemeral one when it is unset."""
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def register_sets(
+    instance: dg.DagsterInstance, partitions_name: str, set_ids: Sequence[str]
+) -> None:
+    """Add the set partitions the instance does not know yet, in order."""
+    known = set(instance.get_dynamic_partitions(partitions_name))
+    new = [key for key in dict.fromkeys(set_ids) if key not in known]
+    if new:
+        instance.add_dynamic_partitions(partitions_name, new)
+
+
+def contiguous_ranges(ordered_keys: Sequence[str], wanted: Sequence[str]) -> list[tuple[str, ...]]:
+    """Group ``wanted`` into runs of keys adjacent in ``ordered_keys``.
+
+    Dagster runs cover a partition range; sets that are adjacent in the partition
+    order share one run (one client, one rate limiter, de-duplicated numbers).
+    """
+    chosen = set(wanted)
+    groups: list[list[str]] = []
+    previous_chosen = False
+    for key in ordered_keys:
+        if key in chosen:
+            if previous_chosen:
+                groups[-1].append(key)
+            else:
+                groups.append([key])
+        previous_chosen = key in chosen
+    return [tuple(group) for group in groups]
+
+
+def materialize_sets(
+    built: MobileStatusAssets,
+    *,
+    resources: Mapping[str, Any],
+    instance: dg.DagsterInstance,
+    set_ids: Sequence[str],
+    force_refresh: bool = False,
+    max_billed: int | None = None,
+    log_level: str = "INFO",
+) -> list[RunOutcome]:
+    """Materialize ``mobile_status`` for ``set_ids``: one run per contiguous range of sets."""
+    assert isinstance(built.partitions_def, dg.DynamicPartitionsDefinition)
+    name = built.partitions_def.name
+    assert name is not None
+    register_sets(instance, name, set_ids)
+    ordered = instance.get_dynamic_partitions(name)
+    run_config = {
+        "ops": {
+            "mobile_status": {"config": {"force_refresh": force_refresh, "max_billed": max_billed}}
+        },
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
+    outcomes = []
+    for group in contiguous_ranges(ordered, set_ids):
+        tags = {ASSET_PARTITION_RANGE_START_TAG: group[0], ASSET_PARTITION_RANGE_END_TAG: group[-1]}
+        result = dg.materialize(
+            [built.enrichment],
+            instance=instance,
+            resources=resources,
+            run_config=run_config,
+            tags=tags,
+            raise_on_error=False,
+        )
+        events = result.get_asset_materialization_events()
+        metadata = (
+            {k: v.value for k, v in events[0].materialization.metadata.items()} if events else {}
+        )
+        message = None if result.success else _failure(result)
+        outcomes.append(RunOutcome(result.run_id, group, result.success, message, metadata))
+    return outcomes
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data is not None:
+            error = event.step_failure_data.error
+            user = event.step_failure_data.user_failure_data
+            if user is not None and user.description:
+                return user.description
+            if error is not None:
+                return _innermost_message(error)
+    return "the run failed; see the Dagster event log"
+
+
+def _innermost_message(error: Any) -> str:
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return str(error.message).strip()

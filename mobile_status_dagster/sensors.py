@@ -1,0 +1,43 @@
+"""The sensor that adds a partition for every set id that appears in the source table."""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mobile_status_dagster.resources import closing_connect
+from mobile_status_dagster.store.source import SourceTable, distinct_set_ids
+
+NEW_SETS_SENSOR = "mobile_status_new_sets"
+
+
+def build_new_sets_sensor(
+    source: SourceTable,
+    partitions_def: dg.DynamicPartitionsDefinition,
+    *,
+    minimum_interval_seconds: int = 60,
+) -> dg.SensorDefinition:
+    """A sensor adding a dynamic partition per new set id in ``source``.
+
+    It only registers partitions: enriching a set costs money, so runs are started by
+    a person, a backfill, or the automation (see the README).
+    """
+    if partitions_def.name is None:
+        raise dg.DagsterInvalidDefinitionError("the set partitions definition needs a name")
+    name = partitions_def.name
+
+    @dg.sensor(
+        name=NEW_SETS_SENSOR,
+        minimum_interval_seconds=minimum_interval_seconds,
+        description=f"Adds a {name!r} partition for each new set id in {source.table!r}.",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def new_sets(context: dg.SensorEvaluationContext, duckdb: DuckDBResource) -> dg.SensorResult:
+        with closing_connect(duckdb)() as conn:
+            found = distinct_set_ids(conn, source)
+        known = set(context.instance.get_dynamic_partitions(name))
+        new = [key for key in found if key not in known]
+        if not new:
+            return dg.SensorResult(skip_reason="no new set ids")
+        context.log.info(f"adding {len(new)} new set partition(s)")
+        return dg.SensorResult(dynamic_partitions_requests=[partitions_def.build_add_request(new)])
+
+    return new_sets
