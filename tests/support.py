@@ -1,0 +1,91 @@
+"""Shared helpers for tests: sample numbers, seeded DuckDB files, resources, runs."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+
+from mobile_status_dagster.assets import MobileStatusAssets, build_mobile_status_assets
+from mobile_status_dagster.resources import MobileStatusResource
+from mobile_status_dagster.runs import RunOutcome, materialize_sets
+from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer, number_truth
+from mobile_status_dagster.store.schema import SOURCE_DDL
+
+PRICE = "0.05"
+
+
+def sample_numbers(count: int, seed: int = 7) -> list[str]:
+    """``count`` distinct valid, allocated mobile numbers, reproducibly."""
+    rng = random.Random(seed)
+    prefixes = ("139", "138", "135", "186", "185", "189", "133", "150", "177", "198")
+    out: dict[str, None] = {}
+    while len(out) < count:
+        out[rng.choice(prefixes) + f"{rng.randrange(10**8):08d}"] = None
+    return list(out)
+
+
+def numbers_with_status(check: int, count: int, seed: int = 0) -> list[str]:
+    """Numbers the simulator (with ``seed``) answers with status ``check``."""
+    found = [m for m in sample_numbers(20_000, seed=99) if number_truth(m, seed)[0] == check]
+    assert len(found) >= count
+    return found[:count]
+
+
+def seed_sets(db: Path, sets: Mapping[str, Iterable[str | None]]) -> None:
+    """Append rows to ``number_sets`` in ``db`` (created if needed)."""
+    with duckdb.connect(str(db)) as conn:
+        conn.execute(SOURCE_DDL)
+        for set_id, numbers in sets.items():
+            rows = [(set_id, n) for n in numbers]
+            if rows:
+                conn.executemany("INSERT INTO number_sets (set_id, mobile) VALUES (?, ?)", rows)
+
+
+def resources(sim: SimulatorServer, db: Path, **api: Any) -> dict[str, Any]:
+    """``mobile_status_api`` pointed at ``sim`` and ``duckdb`` at ``db``."""
+    settings: dict[str, Any] = {
+        "base_url": sim.base_url,
+        "token": DEMO_TOKEN,
+        "unit_price": PRICE,
+        "max_retries": 2,
+        "timeout_s": 5.0,
+    } | api
+    return {
+        "mobile_status_api": MobileStatusResource(**settings),
+        "duckdb": DuckDBResource(database=str(db)),
+    }
+
+
+def run_sets(
+    sim: SimulatorServer,
+    db: Path,
+    set_ids: Sequence[str],
+    *,
+    instance: dg.DagsterInstance | None = None,
+    built: MobileStatusAssets | None = None,
+    force_refresh: bool = False,
+    max_billed: int | None = None,
+    **api: Any,
+) -> list[RunOutcome]:
+    """Materialize ``mobile_status`` for ``set_ids`` through Dagster, as the CLI does."""
+    return materialize_sets(
+        built or build_mobile_status_assets(),
+        resources=resources(sim, db, **api),
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        set_ids=set_ids,
+        force_refresh=force_refresh,
+        max_billed=max_billed,
+        log_level="WARNING",
+    )
+
+
+def query(db: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` against ``db`` (a short read-write connection)."""
+    with duckdb.connect(str(db)) as conn:
+        return conn.execute(sql, list(params)).fetchall()
