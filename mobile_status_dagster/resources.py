@@ -79,7 +79,7 @@ class MobileStatusResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         """The validated client settings (ConfigurationError names a bad setting)."""
         return ClientSettings(
             base_url=self.base_url,
-            token=self.token,  # type: ignore[arg-type]  # ClientSettings wraps it in Secret
+            token=self.token,
             token_placement=self.token_placement,
             timeout_s=self.timeout_s,
             max_concurrency=self.max_concurrency,

@@ -74,7 +74,7 @@ class AsyncMobileStatusClient:
         }
         self._headers = {"accept": "application/json"}
         if settings.token_placement == "header":
-            self._headers["token"] = settings.token.reveal()
+            self._headers["token"] = settings.secret.reveal()
 
     def __repr__(self) -> str:
         return f"AsyncMobileStatusClient(base_url={self.settings.base_url!r})"
@@ -215,7 +215,7 @@ class AsyncMobileStatusClient:
                     body = await response.aread()
                 finally:
                     await response.aclose()
-            answer = read_answer(http_status, body, redact=self.settings.token.reveal())
+            answer = read_answer(http_status, body, redact=self.settings.secret.reveal())
         except MobileStatusError as error:
             return self._failed(mobile, number, requested_at, started, http_status, error)
         except (httpx.HTTPError, aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -270,7 +270,7 @@ class AsyncMobileStatusClient:
     def _request(self, mobile: str) -> httpx.Request:
         params = {"mobile": mobile}
         if self.settings.token_placement == "query":
-            params["token"] = self.settings.token.reveal()
+            params["token"] = self.settings.secret.reveal()
         return httpx.Request(
             "GET",
             self._url,

@@ -46,7 +46,7 @@ class ClientSettings:
 
     Args:
         base_url: the account's allocated domain, e.g. ``https://abc.api.example.com``.
-        token: the 32-character account token (kept as a :class:`Secret`).
+        token: the 32-character account token; stored as a :class:`Secret`.
         token_placement: ``"header"`` (default; a header named ``token``) or ``"query"``.
         timeout_s: seconds allowed for one attempt, connect to last byte.
         max_concurrency: requests in flight at once.
@@ -57,7 +57,7 @@ class ClientSettings:
     """
 
     base_url: str
-    token: Secret = field(repr=False)
+    token: Secret | str = field(repr=False)
     token_placement: TokenPlacement = "header"
     timeout_s: float = 10.0
     max_concurrency: int = 64
@@ -66,11 +66,17 @@ class ClientSettings:
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
 
+    @property
+    def secret(self) -> Secret:
+        """The token, as the :class:`Secret` it is stored as."""
+        assert isinstance(self.token, Secret)  # __post_init__ wraps a plain string
+        return self.token
+
     def __post_init__(self) -> None:
         if isinstance(self.token, str):
             object.__setattr__(self, "token", Secret(self.token))
         object.__setattr__(self, "base_url", _validated_base_url(self.base_url))
-        _check_token(self.token)
+        _check_token(self.secret)
         if self.token_placement not in ("header", "query"):
             raise ConfigurationError("token_placement", "must be 'header' or 'query'")
         _check_positive("timeout_s", self.timeout_s)

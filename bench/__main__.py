@@ -1,0 +1,36 @@
+"""``python -m bench [SCENARIO ...] [--quick]``: run benchmarks, print the table, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import client
+from bench.report import Figure, print_table, write_json
+
+SCENARIOS: dict[str, Callable[[bool], list[Figure]]] = {
+    "throughput": client.throughput,
+}
+RESULTS = Path(__file__).with_name("results.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen scenarios (all by default)."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], help="default: all")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    args = parser.parse_args(argv)
+    figures: list[Figure] = []
+    for name in args.scenarios or list(SCENARIOS):
+        print(f"running {name} …", file=sys.stderr, flush=True)
+        figures += SCENARIOS[name](args.quick)
+    print_table(figures)
+    write_json(RESULTS, figures, quick=args.quick)
+    print(f"\nwritten to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
