@@ -1,1 +1,35 @@
-"""Dagster integration for a paid mobile-number status API."""
+"""Dagster integration for a paid mobile-number status API.
+
+The Dagster-facing names are imported lazily, so the Dagster-free core
+(``numbers``, ``client``, ``store``, ``engine``) loads without importing Dagster.
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mobile_status_dagster.assets import (
+        MobileStatusRunConfig,
+        build_mobile_status_assets,
+        build_mobile_status_defs,
+    )
+    from mobile_status_dagster.freshness import Freshness
+    from mobile_status_dagster.resources import MobileStatusResource
+    from mobile_status_dagster.status import Status
+
+_EXPORTS = {
+    "MobileStatusResource": "mobile_status_dagster.resources",
+    "MobileStatusRunConfig": "mobile_status_dagster.assets",
+    "build_mobile_status_assets": "mobile_status_dagster.assets",
+    "build_mobile_status_defs": "mobile_status_dagster.assets",
+    "Freshness": "mobile_status_dagster.freshness",
+    "Status": "mobile_status_dagster.status",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mobile_status_dagster' has no attribute {name!r}")
