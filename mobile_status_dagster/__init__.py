@@ -26,7 +26,14 @@ _EXPORTS = {
     "Status": "mobile_status_dagster.status",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Freshness",
+    "MobileStatusResource",
+    "MobileStatusRunConfig",
+    "Status",
+    "build_mobile_status_assets",
+    "build_mobile_status_defs",
+]
 
 
 def __getattr__(name: str) -> Any:
