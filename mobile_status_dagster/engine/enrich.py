@@ -246,13 +246,13 @@ async def _check_all(
     refuses a write; requests in flight always finish and are journaled.
     """
     journal = Journal(journal_dir, job.run_id, unit_price=job.unit_price, currency=job.currency)
-    in_flight: dict[str, str] = {}
+    in_flight: dict[str, tuple[str, str]] = {}
     settled = asyncio.Event()
     stop: list[str] = []
     store_errors: list[str] = []
 
     async def numbers() -> AsyncIterator[str]:
-        for mobile, set_id in iter_spool(spool):
+        for mobile, set_id, reason in iter_spool(spool):
             while (
                 job.max_billed is not None and _charged(report) + len(in_flight) >= job.max_billed
             ):
@@ -267,7 +267,7 @@ async def _check_all(
                 await settled.wait()
             if stop:
                 return
-            in_flight[mobile] = set_id
+            in_flight[mobile] = (set_id, reason)
             yield mobile
 
     async def fold(segment: Segment) -> None:
@@ -290,7 +290,7 @@ async def _check_all(
     since_fold = 0
     try:
         async for result in client.check_many(numbers()):
-            journal.write(result, in_flight.pop(result.mobile))
+            journal.write(result, *in_flight.pop(result.mobile))
             settled.set()
             _count(report, result)
             since_fold += 1

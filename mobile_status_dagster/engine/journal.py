@@ -79,9 +79,12 @@ class Journal:
             raise RuntimeError(f"journal segment {path} is locked by another process")
         return segment
 
-    def write(self, result: CheckResult, set_id: str) -> None:
-        """Persist every attempt of ``result`` and, if it settled, its answer."""
-        lines = [self._attempt_line(result.mobile, set_id, a) for a in result.attempts]
+    def write(self, result: CheckResult, set_id: str, reason: str) -> None:
+        """Persist every attempt of ``result`` and, if it settled, its answer.
+
+        ``reason`` is why the number was sent (see ``store.plan.plan_run``).
+        """
+        lines = [self._attempt_line(result.mobile, set_id, reason, a) for a in result.attempts]
         settled = _settled_attempt(result)
         if settled is not None:
             lines.append(
@@ -100,7 +103,9 @@ class Journal:
         os.write(self.current.fd, data.encode())
         self.current.lines += len(lines)
 
-    def _attempt_line(self, mobile: str, set_id: str, attempt: Attempt) -> dict[str, Any]:
+    def _attempt_line(
+        self, mobile: str, set_id: str, reason: str, attempt: Attempt
+    ) -> dict[str, Any]:
         return {
             "kind": "attempt",
             "run_id": self._run_id,
@@ -120,6 +125,7 @@ class Journal:
             "error": None if attempt.error is None else type(attempt.error).__name__,
             "unit_price": self._price,
             "currency": self._currency,
+            "reason": reason,
         }
 
     def rotate(self) -> Segment:

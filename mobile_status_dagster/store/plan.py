@@ -89,16 +89,21 @@ def plan_run(
     """Count what a run over ``partitions`` would send; write the numbers to ``spool``.
 
     A number in several partitions is sent once, attributed to the first partition
-    (by key) that holds it. The spool is a Parquet file of ``(mobile, set_id)`` ordered
-    by partition, so partitions finish in order; it is read back in batches.
+    (by key) that holds it. The spool is a Parquet file of ``(mobile, set_id, reason)`` ordered
+    by partition, so partitions finish in order; it is read back in batches. Each number
+    carries why it is sent: ``new``, ``stale``, ``retry`` (its last answer was unknown or
+    unusable) or ``forced``.
     """
     load_run_rows(conn, source, partitions)
     fresh, params = fresh_sql("c", freshness)
     params |= {"now": now, "force": force_refresh}
+    billed = ", ".join(str(s.value) for s in Status if s.billed)
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE mobile_status_run_numbers AS
-        SELECT n.mobile, n.set_id, (NOT $force AND c.mobile IS NOT NULL AND {fresh}) AS fresh
+        SELECT n.mobile, n.set_id, (NOT $force AND c.mobile IS NOT NULL AND {fresh}) AS fresh,
+               CASE WHEN $force THEN 'forced' WHEN c.mobile IS NULL THEN 'new'
+                    WHEN c.status_code IN ({billed}) THEN 'stale' ELSE 'retry' END AS reason
         FROM (SELECT mobile, min(set_id) AS set_id FROM {RUN_ROWS} WHERE valid GROUP BY mobile) n
         LEFT JOIN {CACHE} c ON c.mobile = n.mobile
         """,
@@ -121,7 +126,7 @@ def plan_run(
         GROUP BY ALL ORDER BY c.set_id
         """
     ).fetchall()
-    to_send_sql = "SELECT mobile, set_id FROM mobile_status_run_numbers WHERE NOT fresh"
+    to_send_sql = "SELECT mobile, set_id, reason FROM mobile_status_run_numbers WHERE NOT fresh"
     (to_send,) = conn.execute(f"SELECT count(*) FROM ({to_send_sql})").fetchone() or (0,)
     if spool is not None:
         target = _path_literal(spool)

@@ -38,6 +38,7 @@ JOURNAL_COLUMNS: dict[str, str] = {
     "error": "VARCHAR",
     "unit_price": "VARCHAR",
     "currency": "VARCHAR",
+    "reason": "VARCHAR",
 }
 
 _LINES = "mobile_status_journal_lines"
@@ -83,7 +84,7 @@ def _append_attempts(conn: duckdb.DuckDBPyConnection) -> int:
         SELECT order_number, mobile, code, message, status_code, operator,
                coalesce(billed, false), coalesce(possibly_billed, false),
                CAST(unit_price AS {MONEY}), currency, set_id, run_id, requested_at, latency_ms,
-               attempt, http_status, error
+               attempt, http_status, error, reason
         FROM {_LINES} WHERE kind = 'attempt'
         """
     ).fetchone()
@@ -115,13 +116,13 @@ def _replace_answers(conn: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
-def iter_spool(path: Path, batch_size: int = 2048) -> Iterator[tuple[str, str]]:
-    """Stream ``(mobile, set_id)`` pairs from a plan's spool file, a batch at a time.
+def iter_spool(path: Path, batch_size: int = 2048) -> Iterator[tuple[str, str, str]]:
+    """Stream ``(mobile, set_id, reason)`` from a plan's spool file, a batch at a time.
 
     Reads through a private in-memory DuckDB, so the database file stays unlocked.
     """
     with duckdb.connect() as conn:
-        cursor = conn.execute("SELECT mobile, set_id FROM read_parquet(?)", [str(path)])
+        cursor = conn.execute("SELECT mobile, set_id, reason FROM read_parquet(?)", [str(path)])
         while rows := cursor.fetchmany(batch_size):
-            for mobile, set_id in rows:
-                yield str(mobile), str(set_id)
+            for mobile, set_id, reason in rows:
+                yield str(mobile), str(set_id), str(reason)

@@ -1,7 +1,9 @@
 """The tables this library owns, created on first use.
 
 ``mobile_status_latest``  one row per number: its latest answer (the cache).
-``provider_calls``        one row per provider attempt, appended, never rewritten (the audit).
+``provider_calls``        one row per provider attempt, appended, never rewritten (the audit);
+                          ``reason`` says why the number was paid for: new, stale, retry
+                          (last answer unknown or unusable) or forced (force_refresh).
 ``mobile_status``         the published result: one row per input row, per set.
 ``journal_segments``      which answer-journal segments were folded in (crash recovery).
 """
@@ -48,7 +50,8 @@ CREATE TABLE IF NOT EXISTS {AUDIT} (
     latency_ms       DOUBLE,
     attempt          SMALLINT NOT NULL,
     http_status      SMALLINT,
-    error            VARCHAR
+    error            VARCHAR,
+    reason           VARCHAR
 );
 CREATE TABLE IF NOT EXISTS {PUBLISHED} (
     set_id          VARCHAR NOT NULL,
