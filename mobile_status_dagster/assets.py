@@ -9,6 +9,8 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from mobile_status_dagster.automation import build_stale_refresh_schedule
+from mobile_status_dagster.checks import build_checks
 from mobile_status_dagster.engine import (
     EnrichmentJob,
     EnrichmentReport,
@@ -18,6 +20,7 @@ from mobile_status_dagster.engine import (
 )
 from mobile_status_dagster.freshness import Freshness
 from mobile_status_dagster.metadata import partition_metadata, run_metadata
+from mobile_status_dagster.reporting import build_reporting_assets
 from mobile_status_dagster.resources import MobileStatusResource, closing_connect
 from mobile_status_dagster.sensors import build_new_sets_sensor
 from mobile_status_dagster.store.source import Partition, SourceTable
@@ -47,6 +50,8 @@ class MobileStatusAssets:
 
     definitions: dg.Definitions
     enrichment: dg.AssetsDefinition
+    reporting: tuple[dg.AssetsDefinition, ...]
+    checks: tuple[dg.AssetChecksDefinition, ...]
     partitions_def: MobileStatusPartitions
     source: SourceTable
 
@@ -63,6 +68,7 @@ def build_mobile_status_defs(
     pool: str = PROVIDER_POOL,
     group_name: str = "mobile_status",
     new_sets_sensor: bool = True,
+    refresh_cron: str = "0 3 * * *",
 ) -> dg.Definitions:
     """The definitions of :func:`build_mobile_status_assets` (same arguments)."""
     return build_mobile_status_assets(
@@ -76,6 +82,7 @@ def build_mobile_status_defs(
         pool=pool,
         group_name=group_name,
         new_sets_sensor=new_sets_sensor,
+        refresh_cron=refresh_cron,
     ).definitions
 
 
@@ -91,6 +98,7 @@ def build_mobile_status_assets(
     pool: str = PROVIDER_POOL,
     group_name: str = "mobile_status",
     new_sets_sensor: bool = True,
+    refresh_cron: str = "0 3 * * *",
 ) -> MobileStatusAssets:
     """Build the partitioned ``mobile_status`` asset over the user's table.
 
@@ -111,6 +119,7 @@ def build_mobile_status_assets(
             concurrent runs do not multiply the provider's QPS.
         group_name: asset group.
         new_sets_sensor: include the sensor that adds a partition per new set id.
+        refresh_cron: when the (stopped by default) schedule re-enriches stale partitions.
 
     Resources required: ``mobile_status_api`` (:class:`MobileStatusResource`) and
     ``duckdb`` (``dagster_duckdb.DuckDBResource``).
@@ -182,15 +191,32 @@ def build_mobile_status_assets(
                 raise dg.Failure(description=report.stop_message(), metadata=run_metadata(report))
             return dg.MaterializeResult(metadata=run_metadata(report))
 
+    def to_partitions(keys: Sequence[str]) -> tuple[Partition, ...]:
+        return _partitions(keys, resolved_partitions)
+
+    sensors = []
+    if new_sets_sensor and isinstance(resolved_partitions, dg.DynamicPartitionsDefinition):
+        sensors.append(build_new_sets_sensor(source, resolved_partitions))
+    reporting = tuple(build_reporting_assets(mobile_status, group_name))
+    checks = tuple(build_checks(mobile_status, source, freshness, to_partitions))
     definitions = dg.Definitions(
-        assets=[mobile_status],
-        sensors=(
-            [build_new_sets_sensor(source, resolved_partitions)]
-            if new_sets_sensor and isinstance(resolved_partitions, dg.DynamicPartitionsDefinition)
-            else []
-        ),
+        assets=[mobile_status, *reporting],
+        asset_checks=checks,
+        sensors=sensors,
+        schedules=[
+            build_stale_refresh_schedule(
+                mobile_status,
+                source,
+                resolved_partitions,
+                freshness,
+                to_partitions,
+                cron_schedule=refresh_cron,
+            )
+        ],
     )
-    return MobileStatusAssets(definitions, mobile_status, resolved_partitions, source)
+    return MobileStatusAssets(
+        definitions, mobile_status, reporting, checks, resolved_partitions, source
+    )
 
 
 async def _run(

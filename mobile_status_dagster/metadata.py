@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import dagster as dg
@@ -52,19 +53,39 @@ def partition_metadata(outcome: PartitionOutcome, currency: str) -> dict[str, An
     }
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A markdown table; numbers right-aligned, text escaped."""
+    body = [list(r) for r in rows]
+    numeric = [
+        all(isinstance(r[i], int | float | Decimal) for r in body) for i in range(len(header))
+    ]
+    lines = [
+        "| " + " | ".join(_md(str(h)) for h in header) + " |",
+        "| " + " | ".join("---:" if n else "---" for n in numeric) + " |",
+    ]
+    lines += ["| " + " | ".join(_md(str(cell)) for cell in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
 def outcomes_markdown(outcomes: list[PartitionOutcome]) -> str:
     """A markdown table of partitions: rows, sources, billed, cost, published or not."""
-    lines = [
-        "| set | rows | invalid | cache | provider | billed | cost | published |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for o in outcomes:
-        state = "yes" if o.published else f"no ({o.missing} missing)"
-        lines.append(
-            f"| {_md(o.set_id)} | {o.rows} | {o.invalid} | {o.from_cache} | {o.from_provider} "
-            f"| {o.billed} | {o.cost} | {state} |"
-        )
-    return "\n".join(lines)
+    header = ("set", "rows", "invalid", "cache", "provider", "billed", "cost", "published")
+    return markdown_table(
+        header,
+        (
+            (
+                o.set_id,
+                o.rows,
+                o.invalid,
+                o.from_cache,
+                o.from_provider,
+                o.billed,
+                o.cost,
+                "yes" if o.published else f"no ({o.missing} missing)",
+            )
+            for o in outcomes
+        ),
+    )
 
 
 def _sorted(counts: Mapping[str, int]) -> dict[str, int]:

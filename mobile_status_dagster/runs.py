@@ -71,7 +71,11 @@ def materialize_sets(
     max_billed: int | None = None,
     log_level: str = "INFO",
 ) -> list[RunOutcome]:
-    """Materialize ``mobile_status`` for ``set_ids``: one run per contiguous range of sets."""
+    """Materialize ``mobile_status`` for ``set_ids``: one run per contiguous range of sets.
+
+    Each run also rebuilds the summary and the charges and runs the asset checks, as
+    the automation does after a materialization in a deployment.
+    """
     assert isinstance(built.partitions_def, dg.DynamicPartitionsDefinition)
     name = built.partitions_def.name
     assert name is not None
@@ -87,14 +91,18 @@ def materialize_sets(
     for group in contiguous_ranges(ordered, set_ids):
         tags = {ASSET_PARTITION_RANGE_START_TAG: group[0], ASSET_PARTITION_RANGE_END_TAG: group[-1]}
         result = dg.materialize(
-            [built.enrichment],
+            [built.enrichment, *built.reporting, *built.checks],
             instance=instance,
             resources=resources,
             run_config=run_config,
             tags=tags,
             raise_on_error=False,
         )
-        events = result.get_asset_materialization_events()
+        events = [
+            e
+            for e in result.get_asset_materialization_events()
+            if e.asset_key == built.enrichment.key
+        ]
         metadata = (
             {k: v.value for k, v in events[0].materialization.metadata.items()} if events else {}
         )
