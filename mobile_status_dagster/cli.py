@@ -1,4 +1,4 @@
-"""The ``mobile-status`` command: simulator, load, enrich, demo."""
+"""The ``mobile-status`` command: simulator, load, enrich, plan, report, export, demo."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mobile_status_dagster import settings
-from mobile_status_dagster.errors import MobileStatusError
+from mobile_status_dagster.errors import ConfigurationError, MobileStatusError
 from mobile_status_dagster.simulator import add_simulator_arguments, run_simulator
+from mobile_status_dagster.status import Status
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -39,11 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.set_defaults(handler=_load)
 
     enrich = commands.add_parser("enrich", help="materialize mobile_status for sets")
-    which = enrich.add_mutually_exclusive_group(required=True)
-    which.add_argument(
-        "--set", dest="set_ids", action="append", metavar="ID", help="a set id (repeatable)"
-    )
-    which.add_argument("--all", action="store_true", help="every set in the source table")
+    _add_set_choice(enrich)
     enrich.add_argument(
         "--force-refresh", action="store_true", help="ask again even for fresh numbers"
     )
@@ -54,12 +51,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(enrich)
     enrich.set_defaults(handler=_enrich)
 
+    plan = commands.add_parser("plan", help="what enriching sets would send and cost (no calls)")
+    _add_set_choice(plan)
+    plan.add_argument("--force-refresh", action="store_true", help="plan a full refresh")
+    _add_db(plan)
+    plan.set_defaults(handler=_plan)
+
+    report = commands.add_parser("report", help="status, operator and charges summaries")
+    report.add_argument("--set", dest="set_ids", action="append", metavar="ID", help="default: all")
+    _add_db(report)
+    report.set_defaults(handler=_report)
+
+    export = commands.add_parser("export", help="write a set's numbers of some statuses to a file")
+    export.add_argument("--set", dest="set_id", required=True, help="the set to export")
+    export.add_argument(
+        "--status",
+        default="online",
+        help="comma-separated statuses (default: online): " + ", ".join(s.label for s in Status),
+    )
+    export.add_argument("--out", type=Path, required=True, help="a .csv or .parquet file")
+    _add_db(export)
+    export.set_defaults(handler=_export)
+
     demo = commands.add_parser("demo", help="seed sample sets, run the simulator, enrich twice")
     demo.add_argument(
         "--dir", type=Path, default=Path("demo_output"), help="where to write (%(default)s)"
     )
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _add_set_choice(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--set", dest="set_ids", action="append", metavar="ID", help="a set id (repeatable)"
+    )
+    which.add_argument("--all", action="store_true", help="every set in the source table")
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +120,7 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _enrich(args: argparse.Namespace) -> int:
-    from mobile_status_dagster.enrich_command import enrich_sets, print_summary
+    from mobile_status_dagster.commands import enrich_sets, print_summary
 
     settings.require_provider_env()
     deployment = dataclasses.replace(settings.DeploymentSettings.from_env(), db=_db(args))
@@ -113,6 +140,40 @@ def _enrich(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return EXIT_OK if outcome.success else EXIT_FAILED
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from mobile_status_dagster.commands import plan_sets, print_plan
+
+    deployment = dataclasses.replace(settings.DeploymentSettings.from_env(), db=_db(args))
+    print_plan(
+        plan_sets(
+            deployment, set_ids=args.set_ids, all_sets=args.all, force_refresh=args.force_refresh
+        )
+    )
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mobile_status_dagster.commands import print_report
+
+    print_report(_db(args), args.set_ids)
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mobile_status_dagster.commands import export
+
+    try:
+        statuses = [Status.from_label(s) for s in args.status.split(",") if s.strip()]
+    except ValueError as error:
+        raise ConfigurationError("--status", str(error)) from None
+    if not statuses:
+        raise ConfigurationError("--status", "name at least one status")
+    written = export(_db(args), args.set_id, statuses, args.out)
+    labels = ",".join(s.label for s in statuses)
+    print(f"wrote {written} number(s) of set {args.set_id!r} with status {labels} to {args.out}")
+    return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:

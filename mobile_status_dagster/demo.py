@@ -12,9 +12,16 @@ import shutil
 from pathlib import Path
 
 from mobile_status_dagster import settings
-from mobile_status_dagster.enrich_command import EnrichOutcome, enrich_sets, print_summary
-from mobile_status_dagster.numbers import mask
+from mobile_status_dagster.commands import (
+    EnrichOutcome,
+    enrich_sets,
+    export,
+    plan_sets,
+    print_plan,
+    print_report,
+)
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
+from mobile_status_dagster.status import Status
 from mobile_status_dagster.store.connection import file_connect
 from mobile_status_dagster.store.load import load_file
 
@@ -77,27 +84,34 @@ def run_demo(directory: Path) -> int:
         rejected = sum(result.rejected.values())
         print(f"   {name:<16} {result.rows:>5} rows, {result.valid} valid, {rejected} rejected")
 
+    deployment = settings.DeploymentSettings(
+        db=str(db), max_concurrency=64, qps=None, unit_price=DEMO_PRICE, timeout_s=10.0
+    )
+    print("2. plan: what enriching every set would send and cost (no provider call)")
+    print_plan(plan_sets(deployment, set_ids=None, all_sets=True))
+
     config = SimulatorConfig(latency_ms=50, jitter_ms=10, seed=7)
     with SimulatorServer(config) as simulator:
-        print(f"2. provider simulator listening on {simulator.base_url} (50 ms latency)")
+        print(f"3. provider simulator listening on {simulator.base_url} (50 ms latency)")
         os.environ[settings.BASE_URL] = simulator.base_url
         os.environ[settings.TOKEN] = DEMO_TOKEN
-        deployment = settings.DeploymentSettings(
-            db=str(db), max_concurrency=64, qps=None, unit_price=DEMO_PRICE, timeout_s=10.0
-        )
-        print("3. enriching every set through Dagster (one run, numbers de-duplicated across sets)")
+        print("4. enriching every set through Dagster (one run, numbers de-duplicated across sets)")
         first = enrich_sets(deployment, set_ids=None, all_sets=True, log_level="WARNING")
         _print_run(first)
-        print_summary(str(db), first)
-        print("4. enriching again: every answer is fresh in the cache")
+        print("5. enriching again: every answer is fresh in the cache")
         second = enrich_sets(deployment, set_ids=None, all_sets=True, log_level="WARNING")
         _print_run(second)
         ledger = simulator.provider.ledger(billed_only=True)
         print(f"   the simulator's ledger shows {len(ledger)} billed call(s) in total")
-        sample = ledger[0].mobile if ledger else ""
-        print(f"   (numbers in logs are masked, e.g. {mask(sample)})")
+
+    print("6. report: the sorting summary and the charges")
+    print_report(str(db), None)
+    print("7. export: the usable (online) numbers of one set, as CSV and Parquet")
+    for out in (directory / "leads-online.csv", directory / "leads-online.parquet"):
+        written = export(str(db), "leads-2026-10", [Status.ONLINE], out)
+        print(f"   wrote {written} numbers to {out}")
     print(
-        "5. open the Dagster UI on the same data:\n"
+        "8. open the Dagster UI on the same data:\n"
         f"   DAGSTER_HOME={dagster_home} MOBILE_STATUS_DB={db.resolve()} .venv/bin/dagster dev\n"
         "   (to materialize from the UI, also start `.venv/bin/mobile-status simulator` and set\n"
         f"   {settings.BASE_URL}=http://127.0.0.1:8138 and {settings.TOKEN} to the simulator's\n"

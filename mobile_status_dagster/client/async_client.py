@@ -334,6 +334,12 @@ def _cause_chain(exc: BaseException) -> list[BaseException]:
 def _aiohttp_transport(max_connections: int) -> AiohttpTransport:
     def session() -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections)
-        return aiohttp.ClientSession(connector=connector)
+        client = aiohttp.ClientSession(connector=connector)
+        # aiohttp silently resends a GET once when the server drops the connection
+        # (RFC 9112 9.3.1): a paid query billed twice, its first answer lost and the
+        # attempt misreported as "could not connect". Retries are this client's call
+        # (aiohttp's own test client turns this off the same way).
+        client._retry_connection = False
+        return client
 
     return AiohttpTransport(client=session)

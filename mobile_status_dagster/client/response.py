@@ -50,7 +50,7 @@ def read_answer(http_status: int, body: bytes, *, redact: str) -> Answer:
         raise UnexpectedHTTPStatusError(http_status)
     fields = _fields(body, redact)
     code = _code(fields, body, redact)
-    message = _optional_str(fields.get("msg"))
+    message = _redacted(_optional_str(fields.get("msg")), redact)
     if code != SUCCESS_CODE:
         raise provider_error(code, message)
     return Answer(
@@ -100,6 +100,13 @@ def _optional_str(value: object) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+def _redacted(text: str | None, redact: str) -> str | None:
+    """``text`` without the token: a provider may echo the token it rejects in ``msg``."""
+    if text is None or not redact:
+        return text
+    return text.replace(redact, "***")
 
 
 def _malformed(problem: str, body: bytes, redact: str) -> MalformedResponseError:

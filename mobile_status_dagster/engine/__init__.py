@@ -10,14 +10,17 @@ from mobile_status_dagster.engine.enrich import (
     journal_dir_for,
     recover_journal,
 )
+from mobile_status_dagster.engine.estimate import CostEstimate, estimate_cost
 
 __all__ = [
+    "CostEstimate",
     "EnrichmentJob",
     "EnrichmentReport",
     "EnrichmentStopped",
     "Progress",
     "StoreWriteError",
     "enrich",
+    "estimate_cost",
     "journal_dir_for",
     "recover_journal",
 ]

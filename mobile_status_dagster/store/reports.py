@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import duckdb
 
-from mobile_status_dagster.store.schema import AUDIT, PUBLISHED
+from mobile_status_dagster.store.schema import AUDIT, PUBLISHED, ensure_schema
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,32 @@ def charges_for_runs(conn: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) ->
     ).fetchone()
     assert row is not None
     return Charges(int(row[0]), int(row[1]), int(row[2]), Decimal(row[3]), str(row[4]))
+
+
+def published_set_ids(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Sets with rows in ``mobile_status``."""
+    ensure_schema(conn)
+    return [
+        str(r[0])
+        for r in conn.execute(f"SELECT DISTINCT set_id FROM {PUBLISHED} ORDER BY 1").fetchall()
+    ]
+
+
+def charges_by_set(conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str]) -> dict[str, Charges]:
+    """Calls, billed calls and cost in ``provider_calls`` per set, over all runs."""
+    ensure_schema(conn)
+    rows = conn.execute(
+        f"""
+        SELECT s.set_id, count(a.mobile), count(*) FILTER (WHERE a.billed),
+               count(*) FILTER (WHERE a.possibly_billed),
+               coalesce(sum(a.unit_price) FILTER (WHERE a.billed), 0),
+               coalesce(any_value(a.currency), '')
+        FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS set_id) s
+        LEFT JOIN {AUDIT} a ON a.set_id = s.set_id
+        GROUP BY s.set_id ORDER BY s.set_id
+        """,
+        [list(set_ids)],
+    ).fetchall()
+    return {
+        str(r[0]): Charges(int(r[1]), int(r[2]), int(r[3]), Decimal(r[4]), str(r[5])) for r in rows
+    }
