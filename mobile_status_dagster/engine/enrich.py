@@ -31,6 +31,7 @@ from mobile_status_dagster.client.async_client import AsyncMobileStatusClient
 from mobile_status_dagster.client.results import CheckResult
 from mobile_status_dagster.engine.journal import Journal, Segment, leftover_segments
 from mobile_status_dagster.engine.latency import LatencySample
+from mobile_status_dagster.engine.provider_lock import provider_turn
 from mobile_status_dagster.errors import FatalProviderError, MobileStatusError
 from mobile_status_dagster.freshness import Freshness
 from mobile_status_dagster.store.connection import Connect
@@ -194,28 +195,28 @@ async def enrich(
     ``report.ok == False`` and says why in ``report.stop_message()``.
     """
     started = time.perf_counter()
-    now = clock()
     spool = journal_dir / f"{job.run_id}-{os.getpid()}.plan.parquet"
-    journal_dir.mkdir(parents=True, exist_ok=True)
-    await asyncio.to_thread(recover_journal, connect, journal_dir)
-    with connect() as conn:
-        ensure_schema(conn)
-        job.source.check_exists(conn)
-        plan = plan_run(
-            conn,
-            job.source,
-            job.partitions,
-            freshness=job.freshness,
-            now=now,
-            force_refresh=job.force_refresh,
-            spool=spool,
-        )
-    report = EnrichmentReport(run_id=job.run_id, plan=plan, currency=job.currency)
-    try:
-        if plan.to_send:
-            await _check_all(job, report, client, connect, journal_dir, spool, progress)
-    finally:
-        spool.unlink(missing_ok=True)
+    async with provider_turn(journal_dir):
+        now = clock()
+        await asyncio.to_thread(recover_journal, connect, journal_dir)
+        with connect() as conn:
+            ensure_schema(conn)
+            job.source.check_exists(conn)
+            plan = plan_run(
+                conn,
+                job.source,
+                job.partitions,
+                freshness=job.freshness,
+                now=now,
+                force_refresh=job.force_refresh,
+                spool=spool,
+            )
+        report = EnrichmentReport(run_id=job.run_id, plan=plan, currency=job.currency)
+        try:
+            if plan.to_send:
+                await _check_all(job, report, client, connect, journal_dir, spool, progress)
+        finally:
+            spool.unlink(missing_ok=True)
     with connect() as conn:
         report.outcomes = publish_partitions(
             conn,
