@@ -139,8 +139,9 @@ class AsyncMobileStatusClient:
                             break
                         await pending.put(mobile)
             finally:
-                for _ in range(concurrency):
-                    await pending.put(_SENTINEL)
+                if not _cancelling():  # when cancelled, nobody may be left to drain the queue
+                    for _ in range(concurrency):
+                        await pending.put(_SENTINEL)
 
         async def work() -> None:
             try:
@@ -152,7 +153,8 @@ class AsyncMobileStatusClient:
                         fatal.append(result.error)
                     await done.put(result)
             finally:
-                await done.put(_SENTINEL)
+                if not _cancelling():
+                    await done.put(_SENTINEL)
 
         tasks = [asyncio.create_task(feed())]
         tasks += [asyncio.create_task(work()) for _ in range(concurrency)]
@@ -278,6 +280,12 @@ class AsyncMobileStatusClient:
             headers=self._headers,
             extensions={"timeout": self._timeout},
         )
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled, so its ``finally`` must not block."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _result(mobile: str, attempts: list[Attempt]) -> CheckResult:

@@ -77,62 +77,58 @@ class Journal:
         segment = _open_locked(path, create=True)
         if segment is None:  # pragma: no cover - O_EXCL on a fresh name cannot be locked
             raise RuntimeError(f"journal segment {path} is locked by another process")
+        header = {"run": self._run_id, "price": self._price, "cur": self._currency}
+        os.write(segment.fd, (json.dumps(header) + "\n").encode())
         return segment
 
     def write(self, result: CheckResult, set_id: str, reason: str) -> None:
-        """Persist every attempt of ``result`` and, if it settled, its answer.
+        """Persist every attempt of ``result``, marking the one whose outcome the cache keeps.
 
-        ``reason`` is why the number was sent (see ``store.plan.plan_run``).
+        ``reason`` is why the number was sent (see ``store.plan.plan_run``). The lines
+        reach the operating system in one ``write`` call before this returns.
         """
-        lines = [self._attempt_line(result.mobile, set_id, reason, a) for a in result.attempts]
         settled = _settled_attempt(result)
-        if settled is not None:
-            lines.append(
-                {
-                    "kind": "answer",
-                    "run_id": self._run_id,
-                    "mobile": result.mobile,
-                    "requested_at": settled.requested_at.isoformat(),
-                    "code": result.code,
-                    "order_number": result.order_number,
-                    "status_code": None if result.status is None else int(result.status),
-                    "operator": result.operator,
-                }
-            )
-        data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
-        os.write(self.current.fd, data.encode())
-        self.current.lines += len(lines)
+        lines = []
+        for attempt in result.attempts:
+            line = _attempt_line(result.mobile, set_id, reason, attempt)
+            if attempt is settled:
+                line["keep"] = True
+                if result.status is not None and result.status is not attempt.status:
+                    line["keep_st"] = int(result.status)
+            lines.append(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+        self._write_lines(lines)
 
-    def _attempt_line(
-        self, mobile: str, set_id: str, reason: str, attempt: Attempt
-    ) -> dict[str, Any]:
-        return {
-            "kind": "attempt",
-            "run_id": self._run_id,
-            "set_id": set_id,
-            "mobile": mobile,
-            "attempt": attempt.attempt,
-            "requested_at": attempt.requested_at.isoformat(),
-            "latency_ms": round(attempt.latency_ms, 3),
-            "http_status": attempt.http_status,
-            "code": attempt.code,
-            "message": attempt.message,
-            "order_number": attempt.order_number,
-            "status_code": None if attempt.status is None else int(attempt.status),
-            "operator": attempt.operator,
-            "billed": attempt.billed,
-            "possibly_billed": attempt.possibly_billed,
-            "error": None if attempt.error is None else type(attempt.error).__name__,
-            "unit_price": self._price,
-            "currency": self._currency,
-            "reason": reason,
-        }
+    def _write_lines(self, lines: list[str]) -> None:
+        os.write(self.current.fd, ("\n".join(lines) + "\n").encode())
+        self.current.lines += len(lines)
 
     def rotate(self) -> Segment:
         """Start a new segment; return the previous one, still locked, for folding."""
         previous = self.current
         self.current = self._new_segment()
         return previous
+
+
+def _attempt_line(mobile: str, set_id: str, reason: str, attempt: Attempt) -> dict[str, Any]:
+    """One attempt in the journal format of ``store.record.JOURNAL_KEYS``; empty values left out."""
+    line: dict[str, Any] = {
+        "m": mobile,
+        "s": set_id,
+        "why": reason,
+        "n": attempt.attempt,
+        "t": int(attempt.requested_at.timestamp() * 1_000_000),
+        "ms": round(attempt.latency_ms, 3),
+        "h": attempt.http_status,
+        "c": attempt.code,
+        "msg": attempt.message,
+        "o": attempt.order_number,
+        "st": None if attempt.status is None else int(attempt.status),
+        "op": attempt.operator,
+        "b": attempt.billed or None,
+        "pb": attempt.possibly_billed or None,
+        "e": None if attempt.error is None else type(attempt.error).__name__,
+    }
+    return {key: value for key, value in line.items() if value is not None}
 
 
 def _settled_attempt(result: CheckResult) -> Attempt | None:

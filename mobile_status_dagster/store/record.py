@@ -18,30 +18,34 @@ import duckdb
 from mobile_status_dagster.store.connection import transaction
 from mobile_status_dagster.store.schema import AUDIT, CACHE, MONEY, SEGMENTS, status_label_sql
 
-#: Journal line fields and their DuckDB types. ``kind`` is ``attempt`` or ``answer``.
-JOURNAL_COLUMNS: dict[str, str] = {
-    "kind": "VARCHAR",
-    "run_id": "VARCHAR",
-    "set_id": "VARCHAR",
-    "mobile": "VARCHAR",
-    "attempt": "SMALLINT",
-    "requested_at": "TIMESTAMPTZ",
-    "latency_ms": "DOUBLE",
-    "http_status": "SMALLINT",
-    "code": "INTEGER",
-    "message": "VARCHAR",
-    "order_number": "VARCHAR",
-    "status_code": "TINYINT",
-    "operator": "VARCHAR",
-    "billed": "BOOLEAN",
-    "possibly_billed": "BOOLEAN",
-    "error": "VARCHAR",
-    "unit_price": "VARCHAR",
-    "currency": "VARCHAR",
-    "reason": "VARCHAR",
+#: The journal format. A segment starts with a header line (``run``, ``price``, ``cur``);
+#: every other line is one provider attempt. Keys are short and absent values omitted,
+#: because DuckDB's JSON reader takes time in proportion to the bytes it parses.
+JOURNAL_KEYS: dict[str, str] = {
+    "run": "VARCHAR",  # header: run id
+    "price": "VARCHAR",  # header: unit price, exact decimal text
+    "cur": "VARCHAR",  # header: currency
+    "m": "VARCHAR",  # mobile
+    "s": "VARCHAR",  # set id (partition key) the call is charged to
+    "why": "VARCHAR",  # reason: new, stale, retry, forced
+    "n": "SMALLINT",  # attempt number, from 1
+    "t": "BIGINT",  # requested at, microseconds since the epoch (UTC)
+    "ms": "DOUBLE",  # latency
+    "h": "SMALLINT",  # HTTP status
+    "c": "INTEGER",  # provider code
+    "msg": "VARCHAR",  # provider message or error text
+    "o": "VARCHAR",  # order number
+    "st": "TINYINT",  # status code of the answer
+    "op": "VARCHAR",  # serving operator
+    "b": "BOOLEAN",  # billed
+    "pb": "BOOLEAN",  # possibly billed
+    "e": "VARCHAR",  # error class
+    "keep": "BOOLEAN",  # this attempt settles the number: the cache keeps its outcome
+    "keep_st": "TINYINT",  # status to keep when it differs from st (5001 -> unknown)
 }
 
 _LINES = "mobile_status_journal_lines"
+_TIME = "to_timestamp(t / 1000000)"
 
 
 @dataclass(frozen=True)
@@ -58,48 +62,57 @@ def fold_segment(conn: duckdb.DuckDBPyConnection, path: Path) -> FoldResult:
     name = path.name
     if conn.execute(f"SELECT 1 FROM {SEGMENTS} WHERE segment = ?", [name]).fetchone():
         return FoldResult(0, 0, already_folded=True)
-    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in JOURNAL_COLUMNS.items()) + "}"
+    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in JOURNAL_KEYS.items()) + "}"
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE {_LINES} AS SELECT * FROM read_json(?, "
         f"format = 'newline_delimited', columns = {columns}, ignore_errors = true)",
         [str(path)],
     )
     try:
+        header = conn.execute(
+            f"SELECT any_value(run), any_value(price), any_value(cur) FROM {_LINES} "
+            "WHERE run IS NOT NULL"
+        ).fetchone()
+        run_id, price, currency = header if header else (None, None, None)
         with transaction(conn):
-            attempts = _append_attempts(conn)
-            answers = _replace_answers(conn)
+            attempts = _append_attempts(conn, run_id, price, currency)
+            answers = _replace_answers(conn, run_id)
             conn.execute(
-                f"INSERT INTO {SEGMENTS} SELECT ?, any_value(run_id), ?, ?, now() FROM {_LINES}",
-                [name, attempts, answers],
+                f"INSERT INTO {SEGMENTS} VALUES (?, ?, ?, ?, now())",
+                [name, run_id, attempts, answers],
             )
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {_LINES}")
     return FoldResult(attempts, answers, already_folded=False)
 
 
-def _append_attempts(conn: duckdb.DuckDBPyConnection) -> int:
+def _append_attempts(
+    conn: duckdb.DuckDBPyConnection, run_id: str | None, price: str | None, currency: str | None
+) -> int:
     row = conn.execute(
         f"""
         INSERT INTO {AUDIT}
-        SELECT order_number, mobile, code, message, status_code, operator,
-               coalesce(billed, false), coalesce(possibly_billed, false),
-               CAST(unit_price AS {MONEY}), currency, set_id, run_id, requested_at, latency_ms,
-               attempt, http_status, error, reason
-        FROM {_LINES} WHERE kind = 'attempt'
-        """
+        SELECT o, m, c, msg, st, op, coalesce(b, false), coalesce(pb, false),
+               CAST($price AS {MONEY}), $currency, s, $run_id, {_TIME}, ms, n, h, e, why
+        FROM {_LINES} WHERE m IS NOT NULL
+        """,
+        {"price": price or "0", "currency": currency or "", "run_id": run_id or ""},
     ).fetchone()
     return int(row[0]) if row else 0
 
 
-def _replace_answers(conn: duckdb.DuckDBPyConnection) -> int:
+def _replace_answers(conn: duckdb.DuckDBPyConnection, run_id: str | None) -> int:
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE mobile_status_new_answers AS
-        SELECT mobile, status_code, {status_label_sql("status_code")} AS status, operator,
-               order_number, code AS provider_code, requested_at AS checked_at, run_id
-        FROM {_LINES} WHERE kind = 'answer'
-        QUALIFY row_number() OVER (PARTITION BY mobile ORDER BY requested_at DESC) = 1
-        """
+        SELECT m AS mobile, coalesce(keep_st, st) AS status_code,
+               {status_label_sql("coalesce(keep_st, st)")} AS status, op AS operator,
+               o AS order_number, c AS provider_code, {_TIME} AS checked_at,
+               CAST($run_id AS VARCHAR) AS run_id
+        FROM {_LINES} WHERE keep
+        QUALIFY row_number() OVER (PARTITION BY m ORDER BY t DESC) = 1
+        """,
+        {"run_id": run_id},
     )
     # A late fold (a crashed run's journal) must not overwrite a newer answer.
     conn.execute(
