@@ -2,7 +2,7 @@
 
 import asyncio
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -157,6 +157,9 @@ def build_mobile_status_assets(
             pool=pool,
             group_name=group_name,
             kinds={"duckdb"},
+            # Each published partition gets its own materialization (and metadata), so
+            # the asset yields AssetMaterialization events rather than one output.
+            output_required=False,
             description=(
                 f"Status and serving operator of every number in {source_table!r}, per partition. "
                 "Only numbers that are new or stale are paid for; every call is audited in "
@@ -168,7 +171,7 @@ def build_mobile_status_assets(
             config: MobileStatusRunConfig,
             mobile_status_api: MobileStatusResource,
             duckdb: DuckDBResource,
-        ) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        ) -> Iterator[dg.AssetMaterialization]:
             partitions = _partitions(context.partition_keys, resolved_partitions)
             job = EnrichmentJob(
                 source=source,
@@ -185,11 +188,15 @@ def build_mobile_status_assets(
                 ),
             )
             report = asyncio.run(_run(context, job, mobile_status_api, duckdb))
-            if len(partitions) > 1 or not report.ok:
-                _log_partition_materializations(context, report)
+            for outcome in report.outcomes:
+                if outcome.published:
+                    yield dg.AssetMaterialization(
+                        asset_key=context.asset_key,
+                        partition=outcome.set_id,
+                        metadata=partition_metadata(outcome, report),
+                    )
             if not report.ok:
                 raise dg.Failure(description=report.stop_message(), metadata=run_metadata(report))
-            return dg.MaterializeResult(metadata=run_metadata(report))
 
     def to_partitions(keys: Sequence[str]) -> tuple[Partition, ...]:
         return _partitions(keys, resolved_partitions)
@@ -258,20 +265,3 @@ def _partitions(
         windows = [partitions_def.time_window_for_partition_key(k) for k in keys]
         return tuple(Partition(k, w.start, w.end) for k, w in zip(keys, windows, strict=True))
     return tuple(Partition(k) for k in keys)
-
-
-def _log_partition_materializations(
-    context: dg.AssetExecutionContext, report: EnrichmentReport
-) -> None:
-    """In a multi-partition run, give each published partition its own metadata."""
-    if len(report.outcomes) <= 1 and report.ok:
-        return
-    for outcome in report.outcomes:
-        if outcome.published and not report.ok:
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=context.asset_key,
-                    partition=outcome.set_id,
-                    metadata=partition_metadata(outcome, report.currency),
-                )
-            )

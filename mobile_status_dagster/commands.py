@@ -44,8 +44,15 @@ class EnrichOutcome:
         return all(run.success for run in self.runs)
 
 
+def require_database(db: str) -> None:
+    """Refuse to create an empty database where the user expects data."""
+    if db != ":memory:" and not Path(db).is_file():
+        raise UnknownSetError(f"database {db} does not exist; load a file first (or set --db)")
+
+
 def resolve_sets(db: str, set_ids: Sequence[str] | None, *, all_sets: bool) -> list[str]:
     """The requested sets, checked against the source table (``--all``: every set)."""
+    require_database(db)
     with file_connect(db)() as conn:
         present = distinct_set_ids(conn, SourceTable())
     wanted = present if all_sets else list(dict.fromkeys(set_ids or []))
@@ -130,6 +137,7 @@ def print_summary(db: str, outcome: EnrichOutcome) -> None:
 
 def print_report(db: str, set_ids: Sequence[str] | None) -> None:
     """The status and operator summary of published sets, and their charges."""
+    require_database(db)
     with file_connect(db)() as conn:
         wanted = list(set_ids) if set_ids else published_set_ids(conn)
         if not wanted:
@@ -149,6 +157,7 @@ def print_report(db: str, set_ids: Sequence[str] | None) -> None:
 
 def export(db: str, set_id: str, statuses: Sequence[Status], out: Path) -> int:
     """Write the set's numbers with ``statuses`` to ``out``; the count written."""
+    require_database(db)
     with file_connect(db)() as conn:
         return export_set(conn, set_id, statuses, out)
 

@@ -20,6 +20,7 @@ from mobile_status_dagster.commands import (
     print_plan,
     print_report,
 )
+from mobile_status_dagster.errors import MobileStatusError
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
 from mobile_status_dagster.status import Status
 from mobile_status_dagster.store.connection import file_connect
@@ -63,9 +64,7 @@ def sample_sets(seed: int = 138) -> dict[str, list[str]]:
 
 def run_demo(directory: Path) -> int:
     """Run the demo in ``directory`` (recreated); returns the exit code."""
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    _prepare(directory)
     db = directory / "mobile_status.duckdb"
     dagster_home = (directory / "dagster_home").resolve()
     dagster_home.mkdir()
@@ -120,14 +119,33 @@ def run_demo(directory: Path) -> int:
     return 0 if first.success and second.success else 1
 
 
+MARKER = ".mobile-status-demo"
+
+
+def _prepare(directory: Path) -> None:
+    """Start from an empty directory; only ever delete one this demo made before."""
+    if directory.exists() and any(directory.iterdir()):
+        if not (directory / MARKER).is_file():
+            raise DemoDirectoryError(
+                f"{directory} is not empty and was not written by the demo; "
+                "pass --dir with a new or empty directory"
+            )
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MARKER).write_text("written by `mobile-status demo`; safe to delete\n")
+
+
+class DemoDirectoryError(MobileStatusError):
+    """The demo was pointed at a directory it must not overwrite."""
+
+
 def _print_run(outcome: EnrichOutcome) -> None:
     for run in outcome.runs:
         meta = run.metadata
         print(
             f"   run {run.run_id[:8]}: "
             f"{'succeeded' if run.success else 'FAILED: ' + str(run.message)}; "
-            f"sent {meta.get('sent_to_provider', 0)} to the provider, "
-            f"{meta.get('served_from_cache', 0)} rows from the cache, "
-            f"billed {meta.get('billed', 0)} "
-            f"({meta.get('cost', '0')}), {meta.get('calls_per_second', 0)} calls/s"
+            f"sent {meta.get('run_sent_to_provider', 0)} numbers to the provider, "
+            f"billed {meta.get('run_billed', 0)} ({meta.get('run_cost', '0')}), "
+            f"{meta.get('calls_per_second', 0)} calls/s"
         )

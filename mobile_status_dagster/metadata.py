@@ -13,20 +13,18 @@ from mobile_status_dagster.store.publish import PartitionOutcome
 
 
 def run_metadata(report: EnrichmentReport) -> dict[str, Any]:
-    """Metadata for a ``mobile_status`` materialization: counts, calls, money, speed."""
-    published = [o for o in report.outcomes if o.published]
-    rows = sum(o.rows for o in published)
+    """The run's usage, identical on every partition it materializes.
+
+    ``run_*`` keys count the whole run (numbers shared by several partitions are sent
+    and billed once); speed and latency are the run's.
+    """
     metadata: dict[str, Any] = {
-        "dagster/row_count": dg.MetadataValue.int(rows),
-        "numbers": dg.MetadataValue.int(sum(p.rows for p in report.plan.sets)),
-        "invalid": dg.MetadataValue.int(sum(p.invalid for p in report.plan.sets)),
-        "served_from_cache": dg.MetadataValue.int(sum(o.from_cache for o in published)),
-        "sent_to_provider": dg.MetadataValue.int(report.sent),
-        "attempts": dg.MetadataValue.int(report.attempts),
-        "billed": dg.MetadataValue.int(report.billed),
-        "possibly_billed": dg.MetadataValue.int(report.possibly_billed),
-        "cost": dg.MetadataValue.text(f"{report.cost} {report.currency}"),
-        "status_histogram": dg.MetadataValue.json(dict(sorted(report.by_status.items()))),
+        "run_sent_to_provider": dg.MetadataValue.int(report.sent),
+        "run_attempts": dg.MetadataValue.int(report.attempts),
+        "run_billed": dg.MetadataValue.int(report.billed),
+        "run_possibly_billed": dg.MetadataValue.int(report.possibly_billed),
+        "run_cost": dg.MetadataValue.text(f"{report.cost} {report.currency}"),
+        "run_status_histogram": dg.MetadataValue.json(_sorted(report.by_status)),
         "calls_per_second": dg.MetadataValue.float(round(report.calls_per_s, 1)),
     }
     for q in (50, 95):
@@ -38,18 +36,25 @@ def run_metadata(report: EnrichmentReport) -> dict[str, Any]:
     return metadata
 
 
-def partition_metadata(outcome: PartitionOutcome, currency: str) -> dict[str, Any]:
-    """Metadata for one partition of a multi-partition run."""
+def partition_metadata(outcome: PartitionOutcome, report: EnrichmentReport) -> dict[str, Any]:
+    """One partition's own counts and money, then the run's usage (:func:`run_metadata`).
+
+    ``billed`` and ``cost`` are the calls charged to this partition: a number shared
+    with another partition of the run is charged to the first of them (by key).
+    """
     return {
         "dagster/row_count": dg.MetadataValue.int(outcome.rows),
+        "numbers": dg.MetadataValue.int(outcome.numbers),
         "invalid": dg.MetadataValue.int(outcome.invalid),
         "served_from_cache": dg.MetadataValue.int(outcome.from_cache),
-        "from_provider": dg.MetadataValue.int(outcome.from_provider),
+        "sent_to_provider": dg.MetadataValue.int(outcome.sent),
         "billed": dg.MetadataValue.int(outcome.billed),
-        "cost": dg.MetadataValue.text(f"{outcome.cost} {currency}"),
+        "possibly_billed": dg.MetadataValue.int(outcome.possibly_billed),
+        "cost": dg.MetadataValue.text(f"{outcome.cost} {report.currency}"),
         "status_histogram": dg.MetadataValue.json(_sorted(outcome.by_status)),
         "operator_histogram": dg.MetadataValue.json(_sorted(outcome.by_operator)),
         "ported": dg.MetadataValue.int(outcome.ported),
+        **run_metadata(report),
     }
 
 

@@ -162,7 +162,7 @@ def normalize(raw: object) -> NormalizedNumber:
     >>> normalize("+86 139-1234-5678")
     NormalizedNumber(mobile='13912345678', reason=None)
     >>> normalize("010-12345678").reason
-    'wrong_length'
+    'not_mobile'
     """
     if raw is None:
         return _INVALID[REASON_EMPTY]

@@ -1,6 +1,7 @@
 """Launching real Dagster materializations of set partitions (the CLI's and the demo's path)."""
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -112,18 +113,23 @@ def materialize_sets(
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
+    """The most specific reason a run failed: a step's failure, else any error event's."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
-            error = event.step_failure_data.error
             user = event.step_failure_data.user_failure_data
             if user is not None and user.description:
                 return user.description
-            if error is not None:
-                return _innermost_message(error)
+            if event.step_failure_data.error is not None:
+                return _innermost_message(event.step_failure_data.error)
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        if error is not None:  # e.g. a resource that failed to initialize
+            return _innermost_message(error)
     return "the run failed; see the Dagster event log"
 
 
 def _innermost_message(error: Any) -> str:
     while getattr(error, "cause", None) is not None:
         error = error.cause
-    return str(error.message).strip()
+    # Dagster's message reads "package.module.ErrorClass: text"; keep the text.
+    return re.sub(r"^[\w.]+: ", "", str(error.message).strip())

@@ -65,6 +65,9 @@ class AsyncMobileStatusClient:
         self.settings = settings
         self._transport = transport or _aiohttp_transport(settings.max_concurrency)
         self._limiter = RateLimiter(settings.qps)
+        # Taken before the timeout starts: a request waiting for a connection has not
+        # been sent, so it must not time out as "possibly billed".
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._url = httpx.URL(settings.base_url + CHECK_PATH)
         self._timeout = {
             "connect": settings.timeout_s,
@@ -205,6 +208,11 @@ class AsyncMobileStatusClient:
         return random.uniform(0, ceiling)
 
     async def _attempt(self, mobile: str, number: int) -> Attempt:
+        """One HTTP attempt, once one of ``max_concurrency`` slots is free."""
+        async with self._slots:
+            return await self._send(mobile, number)
+
+    async def _send(self, mobile: str, number: int) -> Attempt:
         await self._limiter.acquire()
         requested_at = datetime.now(UTC)
         started = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from mobile_status_dagster.errors import (
     MalformedResponseError,
@@ -104,9 +105,18 @@ def _optional_str(value: object) -> str | None:
 
 def _redacted(text: str | None, redact: str) -> str | None:
     """``text`` without the token: a provider may echo the token it rejects in ``msg``."""
-    if text is None or not redact:
+    return None if text is None else _scrub(text, redact)
+
+
+def _scrub(text: str, token: str) -> str:
+    """``text`` without ``token``, as sent or as a server may echo it (URL- or JSON-escaped)."""
+    if not token:
         return text
-    return text.replace(redact, "***")
+    escaped = json.dumps(token)[1:-1]
+    forms = {token, quote(token, safe=""), quote_plus(token), escaped, escaped.replace("/", "\\/")}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
 
 
 def _malformed(problem: str, body: bytes, redact: str) -> MalformedResponseError:
@@ -117,9 +127,7 @@ def _malformed(problem: str, body: bytes, redact: str) -> MalformedResponseError
 
 def excerpt(body: bytes, redact: str) -> str:
     """A short, printable, token-free quote of a body for error messages."""
-    text = body[: _EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
-    if redact:
-        text = text.replace(redact, "***")
+    text = _scrub(body[: _EXCERPT_CHARS * 4].decode("utf-8", errors="replace"), redact)
     text = "".join(c if c.isprintable() else " " for c in text)
     if len(text) > _EXCERPT_CHARS:
         text = text[:_EXCERPT_CHARS] + "…"

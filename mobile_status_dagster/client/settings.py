@@ -75,16 +75,18 @@ class ClientSettings:
     def __post_init__(self) -> None:
         if isinstance(self.token, str):
             object.__setattr__(self, "token", Secret(self.token))
+        elif not isinstance(self.token, Secret):
+            raise ConfigurationError("token", "is missing; set the provider account token")
         object.__setattr__(self, "base_url", _validated_base_url(self.base_url))
         _check_token(self.secret)
         if self.token_placement not in ("header", "query"):
             raise ConfigurationError("token_placement", "must be 'header' or 'query'")
         _check_positive("timeout_s", self.timeout_s)
-        if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
+        if not _is_int(self.max_concurrency) or self.max_concurrency < 1:
             raise ConfigurationError("max_concurrency", "must be an integer >= 1")
         if self.qps is not None:
             _check_positive("qps", self.qps)
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+        if not _is_int(self.max_retries) or self.max_retries < 0:
             raise ConfigurationError("max_retries", "must be an integer >= 0")
         _check_positive("backoff_initial_s", self.backoff_initial_s, allow_zero=True)
         _check_positive("backoff_max_s", self.backoff_max_s, allow_zero=True)
@@ -112,8 +114,12 @@ def _check_token(token: Secret) -> None:
         raise ConfigurationError("token", "must be printable ASCII without spaces")
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_positive(setting: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int | float) and math.isfinite(value)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= 0 if allow_zero else value > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"

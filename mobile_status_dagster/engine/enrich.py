@@ -34,7 +34,7 @@ from mobile_status_dagster.engine.latency import LatencySample
 from mobile_status_dagster.engine.provider_lock import provider_turn
 from mobile_status_dagster.errors import FatalProviderError, MobileStatusError
 from mobile_status_dagster.freshness import Freshness
-from mobile_status_dagster.store.connection import Connect
+from mobile_status_dagster.store.connection import Connect, DatabaseOpenError
 from mobile_status_dagster.store.plan import RunPlan, plan_run
 from mobile_status_dagster.store.publish import PartitionOutcome, publish_partitions
 from mobile_status_dagster.store.record import fold_segment, iter_spool
@@ -277,7 +277,7 @@ async def _check_all(
             return
         try:
             await asyncio.to_thread(_fold_and_discard, connect, segment)
-        except duckdb.Error as error:
+        except (duckdb.Error, DatabaseOpenError) as error:
             segment.release()
             message = (
                 f"could not write answers to DuckDB ({type(error).__name__}: {error}); "

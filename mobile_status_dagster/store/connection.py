@@ -15,6 +15,13 @@ from contextlib import AbstractContextManager
 
 import duckdb
 
+from mobile_status_dagster.errors import MobileStatusError
+
+
+class DatabaseOpenError(MobileStatusError):
+    """The DuckDB file cannot be opened; the message names it."""
+
+
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 """A factory: ``with connect() as conn: ...`` opens, and always closes, a connection."""
 
@@ -34,15 +41,20 @@ def connect_with_retry(
     lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
     config: dict[str, str | bool | int | float | list[str]] | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """Open ``database``, retrying with jittered backoff while another process holds it."""
+    """Open ``database``, retrying with jittered backoff while another process holds it.
+
+    Raises:
+        DatabaseOpenError: the file cannot be opened (no such directory, not a DuckDB
+            file), or another process kept it locked for ``lock_wait_s``.
+    """
     deadline = time.monotonic() + lock_wait_s
     delay = 0.02
     while True:
         try:
             return duckdb.connect(database, read_only=read_only, config=config or {})
-        except duckdb.IOException as error:
+        except duckdb.Error as error:
             if not is_lock_error(error) or time.monotonic() + delay > deadline:
-                raise
+                raise DatabaseOpenError(f"cannot open database {database}: {error}") from None
         time.sleep(random.uniform(delay / 2, delay))
         delay = min(delay * 2, 1.0)
 

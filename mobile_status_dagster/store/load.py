@@ -110,7 +110,7 @@ def _stage(conn: duckdb.DuckDBPyConnection, path: Path, column: str | None) -> N
             for row in conn.execute(f"DESCRIBE SELECT * FROM {reader}", [str(path)]).fetchall()
         ]
     except duckdb.Error as error:
-        raise LoadError(f"{path}: not a readable {kind} file ({_first_line(error)})") from None
+        raise _unreadable(path, kind, error) from None
     chosen = _choose_column(path, columns, column)
     relation = f"SELECT CAST({quote_identifier(chosen)} AS VARCHAR) AS mobile FROM {reader}"
     _create_staged(conn, path, relation, kind)
@@ -120,14 +120,13 @@ def _create_staged(conn: duckdb.DuckDBPyConnection, path: Path, relation: str, k
     try:
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGED} AS {relation}", [str(path)])
     except duckdb.Error as error:
-        hint = (
-            " — save it as UTF-8"
-            if "unicode" in str(error).lower() or "utf" in str(error).lower()
-            else ""
-        )
-        raise LoadError(
-            f"{path}: not a readable {kind} file ({_first_line(error)}){hint}"
-        ) from None
+        raise _unreadable(path, kind, error) from None
+
+
+def _unreadable(path: Path, kind: str, error: duckdb.Error) -> LoadError:
+    text = str(error).lower()
+    hint = " — save it as UTF-8" if "unicode" in text or "utf" in text else ""
+    return LoadError(f"{path}: not a readable {kind} file ({_first_line(error)}){hint}")
 
 
 def _choose_column(path: Path, columns: list[str], column: str | None) -> str:

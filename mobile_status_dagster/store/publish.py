@@ -24,13 +24,17 @@ PROVIDER_REJECTED = "provider_rejected"
 class PartitionOutcome:
     """A partition after publishing: published with its counts, or held back.
 
-    ``missing`` counts valid numbers with no usable answer; when it is not zero the
-    partition was not published and its previous rows are untouched.
+    ``rows`` counts input rows, ``numbers`` distinct valid numbers, ``sent`` those
+    answered by the provider in this run. ``missing`` counts valid numbers with no
+    usable answer; when it is not zero the partition was not published and its
+    previous rows are untouched.
     """
 
     set_id: str
     published: bool
     rows: int = 0
+    numbers: int = 0
+    sent: int = 0
     invalid: int = 0
     from_cache: int = 0
     from_provider: int = 0
@@ -114,7 +118,9 @@ def _counts(conn: duckdb.DuckDBPyConnection, set_id: str, run_id: str) -> Partit
         SELECT count(*), count(*) FILTER (WHERE NOT valid),
                count(*) FILTER (WHERE source = 'cache'),
                count(*) FILTER (WHERE source = 'provider'),
-               count(*) FILTER (WHERE ported)
+               count(*) FILTER (WHERE ported),
+               count(DISTINCT mobile) FILTER (WHERE valid),
+               count(DISTINCT mobile) FILTER (WHERE source = 'provider')
         FROM {PUBLISHED} WHERE set_id = $set_id
         """,
         {"set_id": set_id},
@@ -151,6 +157,8 @@ def _counts(conn: duckdb.DuckDBPyConnection, set_id: str, run_id: str) -> Partit
         from_cache=int(row[2]),
         from_provider=int(row[3]),
         ported=int(row[4]),
+        numbers=int(row[5]),
+        sent=int(row[6]),
         by_status={str(k): int(v) for k, v in by_status.items()},
         by_operator={str(k): int(v) for k, v in by_operator.items()},
         billed=int(charges[0]),

@@ -34,6 +34,7 @@ class Charges:
 
 def status_counts(conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str]) -> list[StatusCount]:
     """Rows per set × status × operator in ``mobile_status`` (invalid rows as ``invalid``)."""
+    ensure_schema(conn)
     rows = conn.execute(
         f"""
         SELECT set_id,
@@ -49,6 +50,7 @@ def status_counts(conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str]) -> li
 
 def charges_for_runs(conn: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> Charges:
     """Calls, billed calls and cost recorded in ``provider_calls`` for ``run_ids``."""
+    ensure_schema(conn)
     row = conn.execute(
         f"""
         SELECT count(*), count(*) FILTER (WHERE billed), count(*) FILTER (WHERE possibly_billed),

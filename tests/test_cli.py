@@ -1,0 +1,408 @@
+"""The ``mobile-status`` command, run as a user runs it: a subprocess against the simulator."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from mobile_status_dagster import settings
+from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer, number_truth
+from mobile_status_dagster.store.schema import ensure_schema
+from tests.support import query, sample_numbers, seed_sets
+
+COMMAND = Path(sys.executable).with_name("mobile-status")
+PRICE = "0.05"
+
+
+def base_env(**changes: str) -> dict[str, str]:
+    """The caller's environment without Dagster or mobile-status settings, plus ``changes``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOBILE_STATUS_", "DAGSTER_"))}
+    return env | changes
+
+
+@pytest.fixture
+def env(simulator: SimulatorServer, db: Path) -> dict[str, str]:
+    """Settings pointing the command at the test simulator and DuckDB file."""
+    return base_env(
+        **{
+            settings.DB: str(db),
+            settings.BASE_URL: simulator.base_url,
+            settings.TOKEN: DEMO_TOKEN,
+            settings.UNIT_PRICE: PRICE,
+        }
+    )
+
+
+def run(
+    *args: str, env: Mapping[str, str], cwd: Path | None = None, module: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run ``mobile-status ARGS`` (the console script, or ``python -m``)."""
+    command = [sys.executable, "-m", "mobile_status_dagster"] if module else [str(COMMAND)]
+    return subprocess.run(
+        [*command, *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def source_rows(db: Path) -> list[tuple[str, str | None]]:
+    """``(set_id, mobile)`` of ``number_sets``, sorted (empty when there is no table)."""
+    if not db.exists():
+        return []
+    tables = {t for (t,) in query(db, "SELECT table_name FROM duckdb_tables()")}
+    if "number_sets" not in tables:
+        return []
+    return [
+        (str(s), m) for s, m in query(db, "SELECT set_id, mobile FROM number_sets ORDER BY ALL")
+    ]
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], *texts: str) -> str:
+    """A non-zero exit with one ``error:`` line on stderr (no traceback); returns it."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    (line,) = lines
+    assert line.startswith("error: ")
+    for text in texts:
+        assert text in line
+    return line
+
+
+def test_command_exists() -> None:
+    assert COMMAND.exists(), f"{COMMAND} is not installed (pip install -e .)"
+
+
+def test_module_help_lists_the_commands() -> None:
+    result = run("--help", env=base_env(), module=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: mobile-status")
+    for command in ("simulator", "load", "enrich", "demo"):
+        assert command in result.stdout
+
+
+# --- load ------------------------------------------------------------------------------
+
+
+def test_load_csv_uses_the_mobile_column(tmp_path: Path, db: Path, env: dict[str, str]) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text(
+        "name,Mobile,city\nZhang,13912345678,Beijing\nLi,+86 186-1234-5678,Shanghai\nWang,abc,x\n",
+        encoding="utf-8",
+    )
+    result = run("load", str(path), "--set", "leads", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "loaded 3 row(s) into set 'leads': 2 valid, 1 rejected (not_digits 1)"
+    )
+    assert source_rows(db) == sorted(
+        [("leads", "13912345678"), ("leads", "+86 186-1234-5678"), ("leads", "abc")]
+    )
+
+
+def test_load_csv_column_option_and_first_column_default(
+    tmp_path: Path, db: Path, env: dict[str, str]
+) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text("phone,alt\n13912345678,18612345678\n13912345679,\n", encoding="utf-8")
+    first = run("load", str(path), "--set", "first", env=env)
+    assert first.returncode == 0, first.stderr
+    chosen = run("load", str(path), "--set", "alt", "--column", "alt", env=env)
+    assert chosen.returncode == 0, chosen.stderr
+    assert "loaded 2 row(s) into set 'alt': 1 valid, 1 rejected (empty 1)" in chosen.stdout
+    assert sorted(source_rows(db), key=str) == sorted(
+        [("first", "13912345678"), ("first", "13912345679"), ("alt", "18612345678"), ("alt", None)],
+        key=str,
+    )
+
+
+def test_load_text_file(tmp_path: Path, db: Path, env: dict[str, str]) -> None:
+    path = tmp_path / "numbers.txt"
+    path.write_bytes(b"13912345678\r\n\r\n+86 139 1234 5679\n0086-139-1234-5670\n12345")
+    result = run("load", str(path), "--set", "t", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "loaded 4 row(s) into set 't': 3 valid, 1 rejected" in result.stdout
+    assert source_rows(db) == sorted(
+        [
+            ("t", "13912345678"),
+            ("t", "+86 139 1234 5679"),
+            ("t", "0086-139-1234-5670"),
+            ("t", "12345"),
+        ]
+    )
+
+
+def test_load_parquet_with_numeric_numbers(tmp_path: Path, db: Path, env: dict[str, str]) -> None:
+    path = tmp_path / "export.parquet"
+    with duckdb.connect() as conn:
+        conn.execute(
+            "COPY (SELECT * FROM (VALUES (1, 13912345678::BIGINT), (2, 18612345678::BIGINT)) "
+            f"t(id, mobile)) TO '{path}' (FORMAT parquet)"
+        )
+    result = run("load", str(path), "--set", "pq", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "loaded 2 row(s) into set 'pq': 2 valid, 0 rejected" in result.stdout
+    assert source_rows(db) == [("pq", "13912345678"), ("pq", "18612345678")]
+
+
+def test_load_appends_unless_replace(tmp_path: Path, db: Path, env: dict[str, str]) -> None:
+    seed_sets(db, {"other": ["13800000000"]})
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text("mobile\n13912345678\n13912345679\n", encoding="utf-8")
+    second.write_text("mobile\n18612345678\n", encoding="utf-8")
+    assert run("load", str(first), "--set", "s", env=env).returncode == 0
+    assert run("load", str(second), "--set", "s", env=env).returncode == 0
+    assert [m for s, m in source_rows(db) if s == "s"] == [
+        "13912345678",
+        "13912345679",
+        "18612345678",
+    ]
+    replaced = run("load", str(second), "--set", "s", "--replace", env=env)
+    assert replaced.returncode == 0, replaced.stderr
+    assert source_rows(db) == [("other", "13800000000"), ("s", "18612345678")]
+
+
+def _gbk_csv() -> bytes:
+    return "mobile,name\n13912345678,张三\n13912345679,李四\n".encode("gbk")
+
+
+def _late_bad_row() -> bytes:
+    good = b"".join(b"139%08d\n" % i for i in range(30_000))
+    return b"mobile\n" + good + "张三\n".encode("gbk") + b"13800000000\n"
+
+
+BAD_FILES: list[tuple[str, str, bytes | None, tuple[str, ...], str]] = [
+    # (case, file name, content (None: no file), extra arguments, expected text)
+    ("missing-column", "ok.csv", b"mobile\n13912345678\n", ("--column", "phone"), "'phone'"),
+    ("gbk-csv", "gbk.csv", _gbk_csv(), (), "not a readable CSV file"),
+    ("gbk-text", "gbk.txt", "13912345678\n张三\n".encode("gbk"), (), "UTF-8"),
+    ("late-bad-row", "late.csv", _late_bad_row(), (), "not a readable CSV file"),
+    ("empty", "empty.csv", b"", (), "empty"),
+    ("header-only", "header.csv", b"mobile\n", (), "no rows"),
+    ("garbage-csv", "garbage.csv", bytes(range(256)) * 4, (), "not a readable CSV file"),
+    ("garbage-parquet", "garbage.parquet", bytes(range(256)) * 4, (), "Parquet"),
+    ("unknown-extension", "numbers.xlsx", b"PK\x03\x04", (), "unsupported file type .xlsx"),
+    ("missing-file", "nowhere.csv", None, (), "no such file"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "extra", "expected"),
+    [case[1:] for case in BAD_FILES],
+    ids=[case[0] for case in BAD_FILES],
+)
+def test_load_refuses_bad_files_cleanly(
+    tmp_path: Path,
+    db: Path,
+    env: dict[str, str],
+    name: str,
+    content: bytes | None,
+    extra: tuple[str, ...],
+    expected: str,
+) -> None:
+    seed_sets(db, {"target": ["13912345670"], "other": ["13800000000"]})
+    before = source_rows(db)
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    result = run("load", str(path), "--set", "target", *extra, env=env)
+    assert_clean_error(result, str(path), expected)
+    assert result.stdout == ""
+    assert source_rows(db) == before  # nothing half-written
+
+
+def test_load_non_utf8_csv_says_it_is_not_utf8(
+    tmp_path: Path, db: Path, env: dict[str, str]
+) -> None:
+    path = tmp_path / "gbk.csv"
+    path.write_bytes(_gbk_csv())
+    result = run("load", str(path), "--set", "s", env=env)
+    assert_clean_error(result, str(path), "UTF-8")
+
+
+@pytest.mark.parametrize("problem", ["missing-directory", "not-a-database"])
+def test_load_into_an_unusable_database_fails_cleanly(
+    tmp_path: Path, env: dict[str, str], problem: str
+) -> None:
+    database = tmp_path / "nowhere" / "x.duckdb"
+    if problem == "not-a-database":
+        database = tmp_path / "notes.duckdb"
+        database.write_text("these are my notes\n", encoding="utf-8")
+    path = tmp_path / "ok.csv"
+    path.write_text("mobile\n13912345678\n", encoding="utf-8")
+    result = run("load", str(path), "--set", "s", env=env | {settings.DB: str(database)})
+    assert_clean_error(result, str(database))
+    if problem == "not-a-database":
+        assert database.read_text(encoding="utf-8") == "these are my notes\n"
+
+
+# --- enrich ----------------------------------------------------------------------------
+
+
+def _summary_rows(stdout: str) -> dict[str, list[int]]:
+    rows = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 8 and all(p.isdigit() for p in parts[1:]):
+            rows[parts[0]] = [int(p) for p in parts[1:]]
+    return rows
+
+
+def _charges(stdout: str) -> tuple[int, int, str]:
+    match = re.search(r"provider calls: (\d+), billed: (\d+), .*cost: ([\d.]+) CNY", stdout)
+    assert match, stdout
+    return int(match[1]), int(match[2]), match[3]
+
+
+def test_enrich_sets_end_to_end_prints_the_summary(
+    tmp_path: Path, db: Path, env: dict[str, str], simulator: SimulatorServer
+) -> None:
+    mobiles = sample_numbers(120)
+    leads, signups = mobiles[:80], mobiles[60:]
+    (tmp_path / "leads.csv").write_text(
+        "mobile\n" + "\n".join([*leads, "abc"]) + "\n", encoding="utf-8"
+    )
+    (tmp_path / "signups.txt").write_text("\n".join(signups) + "\n", encoding="utf-8")
+    assert run("load", str(tmp_path / "leads.csv"), "--set", "leads", env=env).returncode == 0
+    assert run("load", str(tmp_path / "signups.txt"), "--set", "signups", env=env).returncode == 0
+
+    first = run("enrich", "--set", "leads", "--quiet", env=env)
+    assert first.returncode == 0, first.stderr
+    billed = simulator.provider.ledger(billed_only=True)
+    calls, charged, cost = _charges(first.stdout)
+    assert (calls, charged) == (len(simulator.provider.ledger()), len(billed))
+    assert cost == f"{Decimal(PRICE) * len(billed):.2f}"
+    rows = _summary_rows(first.stdout)
+    assert list(rows) == ["leads"]
+    statuses = [0] * 6
+    for m in leads:
+        statuses[number_truth(m)[0]] += 1
+    assert rows["leads"] == [*statuses, 1]  # unknown … cancelled, then invalid
+    assert "serving operator:" in first.stdout
+    assert query(db, "SELECT count(*) FROM mobile_status WHERE set_id = 'leads'") == [(81,)]
+
+    mark = len(simulator.provider.ledger())
+    second = run("enrich", "--all", "--quiet", env=env)
+    assert second.returncode == 0, second.stderr
+    assert list(_summary_rows(second.stdout)) == ["leads", "signups"]
+    new = simulator.provider.ledger()[mark:]
+    known = {m for m in leads if number_truth(m)[0] != 0}
+    assert sorted(str(e.mobile) for e in new) == sorted(set(mobiles) - known)
+    calls, charged, _ = _charges(second.stdout)
+    assert (calls, charged) == (len(new), sum(1 for e in new if e.billed))
+    assert DEMO_TOKEN not in second.stdout + second.stderr
+
+
+def test_enrich_unknown_set_is_refused(db: Path, env: dict[str, str]) -> None:
+    seed_sets(db, {"real": sample_numbers(3)})
+    result = run("enrich", "--set", "nope", "--quiet", env=env)
+    line = assert_clean_error(result, "'nope'", "unknown set")
+    assert "real" in line  # says which sets exist
+
+
+def test_enrich_without_a_token_names_the_variable(
+    db: Path, env: dict[str, str], simulator: SimulatorServer
+) -> None:
+    seed_sets(db, {"a": sample_numbers(3)})
+    del env[settings.TOKEN]
+    result = run("enrich", "--all", "--quiet", env=env)
+    assert_clean_error(result, settings.TOKEN)
+    assert simulator.provider.ledger() == []
+
+
+def test_enrich_with_a_malformed_setting_names_the_variable(
+    db: Path, env: dict[str, str], simulator: SimulatorServer
+) -> None:
+    seed_sets(db, {"a": sample_numbers(3)})
+    result = run("enrich", "--all", "--quiet", env=env | {settings.QPS: "fast"})
+    assert_clean_error(result, settings.QPS)
+    assert simulator.provider.ledger() == []
+
+
+def test_enrich_stopped_by_the_provider_says_why(
+    db: Path, env: dict[str, str], simulator: SimulatorServer
+) -> None:
+    seed_sets(db, {"a": sample_numbers(60)})
+    simulator.provider.update_config(balance=5)
+    result = run("enrich", "--set", "a", "--quiet", env=env)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "4002" in errors[0]
+    assert "Top up" in errors[0]
+    assert len(simulator.provider.ledger(billed_only=True)) == 5
+    assert DEMO_TOKEN not in result.stdout + result.stderr
+
+
+def test_enrich_failing_at_start_on_a_fresh_database_prints_no_traceback(
+    db: Path, env: dict[str, str], simulator: SimulatorServer
+) -> None:
+    seed_sets(db, {"a": sample_numbers(3)})
+    result = run("enrich", "--all", "--quiet", env=env | {settings.TOKEN: "not a token"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert simulator.provider.ledger() == []
+
+
+def test_enrich_with_a_malformed_token_names_the_setting(
+    db: Path, env: dict[str, str], simulator: SimulatorServer
+) -> None:
+    seed_sets(db, {"a": sample_numbers(3)})
+    with duckdb.connect(str(db)) as conn:
+        ensure_schema(conn)  # not a fresh database: the summary can be printed
+    result = run("enrich", "--all", "--quiet", env=env | {settings.TOKEN: "not a token"})
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "token" in errors[0].replace(settings.TOKEN, "")
+    assert "not a token" not in result.stdout + result.stderr
+    assert simulator.provider.ledger() == []
+
+
+# --- demo ------------------------------------------------------------------------------
+
+
+def test_demo_runs_and_prints_its_steps(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    result = run("demo", "--dir", str(directory), env=base_env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    steps = [int(n) for n in re.findall(r"^(\d+)\. ", out, flags=re.MULTILINE)]
+    assert steps == list(range(1, len(steps) + 1))
+    assert len(steps) >= 4
+    for text in ("seeding", "simulator listening", "enriching every set", "enriching again"):
+        assert text in out
+    runs = re.findall(r"run \w+: succeeded; sent (\d+) .*billed (\d+) ", out)
+    assert len(runs) == 2, out
+    (sent1, billed1), (_, billed2) = runs
+    assert int(billed1) > 0
+    assert int(billed2) == 0  # the second run pays for nothing
+    assert f"ledger shows {billed1} billed call(s)" in out
+    assert "Traceback" not in result.stderr
+    db = directory / "mobile_status.duckdb"
+    assert query(db, "SELECT count(DISTINCT set_id) FROM mobile_status") == [(3,)]
+    assert int(sent1) == query(db, "SELECT count(DISTINCT mobile) FROM mobile_status")[0][0]
+
+
+def test_demo_never_deletes_files_it_did_not_write(tmp_path: Path) -> None:
+    directory = tmp_path / "work"
+    directory.mkdir()
+    precious = directory / "thesis.txt"
+    precious.write_text("years of work\n", encoding="utf-8")
+    run("demo", "--dir", str(directory), env=base_env(), cwd=tmp_path)
+    assert precious.exists()
