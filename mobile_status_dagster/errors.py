@@ -20,6 +20,7 @@ Every message is safe to log: none carries the token, and numbers are masked.
     │       ├── ProviderInternalError       5000
     │       ├── OperatorRefusedError        5001 (finally recorded as unknown)
     │       └── OperatorTimeoutError        5002
+    ├── BudgetExhaustedError          the run's budget is spent; the number was not sent
     └── TransportError                retried with backoff, a bounded number of times
         ├── ConnectFailedError        the request never left: not billed
         ├── ResponseTimeoutError      sent, no answer in time: possibly billed
@@ -164,6 +165,10 @@ PROVIDER_ERRORS: dict[int, type[ProviderError]] = {
 def provider_error(code: int, message: str | None) -> ProviderError:
     """The error class for a non-2000 provider ``code``."""
     return PROVIDER_ERRORS.get(code, UnknownProviderError)(code, message)
+
+
+class BudgetExhaustedError(MobileStatusError):
+    """The run's budget of billed calls is spent: this number was not sent."""
 
 
 class TransportError(MobileStatusError):

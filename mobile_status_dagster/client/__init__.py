@@ -1,6 +1,7 @@
 """The provider client: ``check`` one number or stream ``check_many``."""
 
 from mobile_status_dagster.client.async_client import AsyncMobileStatusClient
+from mobile_status_dagster.client.budget import ChargeBudget
 from mobile_status_dagster.client.results import Attempt, CheckResult
 from mobile_status_dagster.client.settings import ClientSettings, Secret, TokenPlacement
 from mobile_status_dagster.client.sync_client import MobileStatusClient
@@ -8,6 +9,7 @@ from mobile_status_dagster.client.sync_client import MobileStatusClient
 __all__ = [
     "AsyncMobileStatusClient",
     "Attempt",
+    "ChargeBudget",
     "CheckResult",
     "ClientSettings",
     "MobileStatusClient",

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
@@ -15,11 +15,13 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from mobile_status_dagster.client.budget import ChargeBudget
 from mobile_status_dagster.client.ratelimit import RateLimiter
 from mobile_status_dagster.client.response import read_answer
 from mobile_status_dagster.client.results import Attempt, CheckResult
 from mobile_status_dagster.client.settings import ClientSettings
 from mobile_status_dagster.errors import (
+    BudgetExhaustedError,
     ConnectFailedError,
     ConnectionLostError,
     FatalProviderError,
@@ -115,7 +117,11 @@ class AsyncMobileStatusClient:
         return result
 
     async def check_many(
-        self, mobiles: Iterable[str] | AsyncIterable[str]
+        self,
+        mobiles: Iterable[str] | AsyncIterable[str],
+        *,
+        on_result: Callable[[CheckResult], None] | None = None,
+        budget: ChargeBudget | None = None,
     ) -> AsyncGenerator[CheckResult, None]:
         """Yield one result per number as each completes (not in input order).
 
@@ -123,22 +129,32 @@ class AsyncMobileStatusClient:
         ahead from ``mobiles``, so neither input nor output is held in memory. On a
         fatal error, no new number is started; requests in flight finish and their
         results are yielded, then the error is raised.
+
+        Args:
+            mobiles: the numbers, as an iterable or an async iterable.
+            on_result: called with each result the moment it completes, before it is
+                queued for the consumer: the place to persist paid answers, so that a
+                process killed at any moment loses only requests still in flight. If it
+                raises, no new number starts and the error is raised after the drain.
+            budget: attempts reserve from it before they are sent; a number that
+                finds it spent is not sent and comes back with ``BudgetExhaustedError``.
         """
         concurrency = self.settings.max_concurrency
         pending: asyncio.Queue[object] = asyncio.Queue(maxsize=concurrency)
         done: asyncio.Queue[object] = asyncio.Queue(maxsize=2 * concurrency)
         fatal: list[FatalProviderError] = []
+        hook_errors: list[BaseException] = []
 
         async def feed() -> None:
             try:
                 if isinstance(mobiles, AsyncIterable):
                     async for mobile in mobiles:
-                        if fatal:
+                        if fatal or hook_errors:
                             break
                         await pending.put(mobile)
                 else:
                     for mobile in mobiles:
-                        if fatal:
+                        if fatal or hook_errors:
                             break
                         await pending.put(mobile)
             finally:
@@ -149,11 +165,16 @@ class AsyncMobileStatusClient:
         async def work() -> None:
             try:
                 while (mobile := await pending.get()) is not _SENTINEL:
-                    if fatal:
+                    if fatal or hook_errors:
                         continue
-                    result = await self._check(str(mobile), stop=fatal)
+                    result = await self._check(str(mobile), stop=fatal, budget=budget)
                     if isinstance(result.error, FatalProviderError) and not fatal:
                         fatal.append(result.error)
+                    if on_result is not None:
+                        try:
+                            on_result(result)
+                        except Exception as error:  # re-raised after the drain
+                            hook_errors.append(error)
                     await done.put(result)
             finally:
                 if not _cancelling():
@@ -175,19 +196,32 @@ class AsyncMobileStatusClient:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if hook_errors:
+            raise hook_errors[0]
         if fatal:
             raise fatal[0]
 
-    async def _check(self, mobile: str, stop: list[FatalProviderError]) -> CheckResult:
+    async def _check(
+        self,
+        mobile: str,
+        stop: list[FatalProviderError],
+        budget: ChargeBudget | None = None,
+    ) -> CheckResult:
         """All attempts for one number; no retry once ``stop`` holds a fatal error."""
         attempts: list[Attempt] = []
         retries = throttled = 0
         while True:
+            if budget is not None and not budget.reserve():
+                return _unsent(mobile, attempts, BudgetExhaustedError("the run's budget is spent"))
             attempt = await self._attempt(mobile, len(attempts) + 1)
+            if budget is not None:
+                budget.settle(attempt.billed or attempt.possibly_billed)
             attempts.append(attempt)
             error = attempt.error
-            if error is None or not error.retryable or stop:
+            if error is None or not error.retryable:
                 break
+            if stop:
+                return _unsent(mobile, attempts, error)
             if isinstance(error, RateLimitedError):
                 self._limiter.throttled()
                 throttled += 1
@@ -294,6 +328,11 @@ def _cancelling() -> bool:
     """Whether the current task is being cancelled, so its ``finally`` must not block."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def _unsent(mobile: str, attempts: list[Attempt], error: MobileStatusError) -> CheckResult:
+    """A number left without an answer: the run stopped before it could settle."""
+    return CheckResult(mobile, None, None, None, None, str(error), tuple(attempts), error)
 
 
 def _result(mobile: str, attempts: list[Attempt]) -> CheckResult:

@@ -28,6 +28,7 @@ from pathlib import Path
 import duckdb
 
 from mobile_status_dagster.client.async_client import AsyncMobileStatusClient
+from mobile_status_dagster.client.budget import ChargeBudget
 from mobile_status_dagster.client.results import CheckResult
 from mobile_status_dagster.engine.journal import Journal, Segment, leftover_segments
 from mobile_status_dagster.engine.latency import LatencySample
@@ -247,6 +248,7 @@ async def _check_all(
     refuses a write; requests in flight always finish and are journaled.
     """
     journal = Journal(journal_dir, job.run_id, unit_price=job.unit_price, currency=job.currency)
+    budget = ChargeBudget(job.max_billed) if job.max_billed is not None else None
     in_flight: dict[str, tuple[str, str]] = {}
     settled = asyncio.Event()
     stop: list[str] = []
@@ -254,15 +256,8 @@ async def _check_all(
 
     async def numbers() -> AsyncIterator[str]:
         for mobile, set_id, reason in iter_spool(spool):
-            while (
-                job.max_billed is not None and _charged(report) + len(in_flight) >= job.max_billed
-            ):
-                if not in_flight:
-                    remaining = report.plan.to_send - report.sent
-                    stop.append(
-                        f"budget of {job.max_billed} billed call(s) reached; "
-                        f"{remaining} number(s) remain unchecked"
-                    )
+            while budget is not None and budget.available <= 0:
+                if budget.exhausted:
                     return
                 settled.clear()
                 await settled.wait()
@@ -270,6 +265,10 @@ async def _check_all(
                 return
             in_flight[mobile] = (set_id, reason)
             yield mobile
+
+    def persist(result: CheckResult) -> None:
+        # In the worker, the moment the answer exists: a kill loses only what is in flight.
+        journal.write(result, *in_flight[result.mobile])
 
     async def fold(segment: Segment) -> None:
         if store_errors:
@@ -290,8 +289,8 @@ async def _check_all(
     check_started = last_fold = last_progress = time.perf_counter()
     since_fold = 0
     try:
-        async for result in client.check_many(numbers()):
-            journal.write(result, *in_flight.pop(result.mobile))
+        async for result in client.check_many(numbers(), on_result=persist, budget=budget):
+            in_flight.pop(result.mobile)
             settled.set()
             _count(report, result)
             since_fold += 1
@@ -309,20 +308,25 @@ async def _check_all(
                 )
     except FatalProviderError as error:
         stop.append(str(error))
+    except OSError as error:
+        message = f"could not write the answer journal in {journal_dir} ({error})"
+        store_errors.append(message)
+        stop.append(message)
     finally:
         report.check_s = time.perf_counter() - check_started
         if folding is not None:
             await folding
         await fold(journal.current)
+    if budget is not None and report.sent < report.plan.to_send and not stop:
+        stop.append(
+            f"budget of {job.max_billed} billed call(s) reached; "
+            f"{report.plan.to_send - report.sent} number(s) remain unchecked; "
+            "rerun with a larger --max-billed (or max_billed run config) to continue"
+        )
     if stop:
         report.stop_reason = "; ".join(dict.fromkeys(stop))
     if store_errors:
         raise StoreWriteError(store_errors[0])
-
-
-def _charged(report: EnrichmentReport) -> int:
-    """Calls that are or may be billed: what a budget must count."""
-    return report.billed + report.possibly_billed
 
 
 def _fold_and_discard(connect: Connect, segment: Segment) -> None:
@@ -333,6 +337,8 @@ def _fold_and_discard(connect: Connect, segment: Segment) -> None:
 
 
 def _count(report: EnrichmentReport, result: CheckResult) -> None:
+    if not result.attempts:  # never sent (the budget was spent)
+        return
     report.sent += 1
     report.attempts += len(result.attempts)
     report.billed += sum(1 for a in result.attempts if a.billed)
