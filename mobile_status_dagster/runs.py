@@ -128,8 +128,16 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return "the run failed; see the Dagster event log"
 
 
+INTERRUPTED = (
+    "the run was interrupted (SIGTERM or Ctrl-C); every answer received so far is kept "
+    "in the cache and the audit; rerun to finish, paying only for what is missing"
+)
+
+
 def _innermost_message(error: Any) -> str:
     while getattr(error, "cause", None) is not None:
         error = error.cause
+    if getattr(error, "cls_name", None) == "DagsterExecutionInterruptedError":
+        return INTERRUPTED
     # Dagster's message reads "package.module.ErrorClass: text"; keep the text.
     return re.sub(r"^[\w.]+: ", "", str(error.message).strip())
