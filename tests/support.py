@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer, number_
 from mobile_status_dagster.store.schema import SOURCE_DDL
 
 PRICE = "0.05"
+COMMAND = Path(sys.executable).with_name("mobile-status")
 
 
 def sample_numbers(count: int, seed: int = 7) -> list[str]:
@@ -89,3 +93,25 @@ def query(db: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...
     """Rows of ``sql`` against ``db`` (a short read-write connection)."""
     with duckdb.connect(str(db)) as conn:
         return conn.execute(sql, list(params)).fetchall()
+
+
+def base_env(**changes: str) -> dict[str, str]:
+    """The caller's environment without Dagster or mobile-status settings, plus ``changes``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOBILE_STATUS_", "DAGSTER_"))}
+    return env | changes
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str], cwd: Path | None = None, module: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run ``mobile-status ARGS`` (the console script, or ``python -m``)."""
+    command = [sys.executable, "-m", "mobile_status_dagster"] if module else [str(COMMAND)]
+    return subprocess.run(
+        [*command, *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

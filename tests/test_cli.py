@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
-from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,16 +13,11 @@ import pytest
 from mobile_status_dagster import settings
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer, number_truth
 from mobile_status_dagster.store.schema import ensure_schema
-from tests.support import query, sample_numbers, seed_sets
+from tests.support import COMMAND, base_env, query, run_cli, sample_numbers, seed_sets
 
-COMMAND = Path(sys.executable).with_name("mobile-status")
+run = run_cli
+
 PRICE = "0.05"
-
-
-def base_env(**changes: str) -> dict[str, str]:
-    """The caller's environment without Dagster or mobile-status settings, plus ``changes``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOBILE_STATUS_", "DAGSTER_"))}
-    return env | changes
 
 
 @pytest.fixture
@@ -38,22 +30,6 @@ def env(simulator: SimulatorServer, db: Path) -> dict[str, str]:
             settings.TOKEN: DEMO_TOKEN,
             settings.UNIT_PRICE: PRICE,
         }
-    )
-
-
-def run(
-    *args: str, env: Mapping[str, str], cwd: Path | None = None, module: bool = False
-) -> subprocess.CompletedProcess[str]:
-    """Run ``mobile-status ARGS`` (the console script, or ``python -m``)."""
-    command = [sys.executable, "-m", "mobile_status_dagster"] if module else [str(COMMAND)]
-    return subprocess.run(
-        [*command, *args],
-        env=dict(env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
 
 
