@@ -218,16 +218,23 @@ async def enrich(
                 await _check_all(job, report, client, connect, journal_dir, spool, progress)
         finally:
             spool.unlink(missing_ok=True)
-    with connect() as conn:
-        report.outcomes = publish_partitions(
-            conn,
-            job.source,
-            job.partitions,
-            run_id=job.run_id,
-            freshness=job.freshness,
-            now=now,
-            force_refresh=job.force_refresh,
-        )
+    try:
+        with connect() as conn:
+            report.outcomes = publish_partitions(
+                conn,
+                job.source,
+                job.partitions,
+                run_id=job.run_id,
+                freshness=job.freshness,
+                now=now,
+                force_refresh=job.force_refresh,
+            )
+    except (duckdb.Error, DatabaseOpenError) as error:
+        raise StoreWriteError(
+            f"could not publish to DuckDB ({type(error).__name__}: {error}); every answer of "
+            "this run is already in the cache and the audit, so a rerun publishes without "
+            "paying again"
+        ) from None
     report.cost = job.unit_price * report.billed
     report.elapsed_s = time.perf_counter() - started
     return report
