@@ -7,11 +7,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import client
+from bench import client, pipeline
 from bench.report import Figure, print_table, write_json
 
 SCENARIOS: dict[str, Callable[[bool], list[Figure]]] = {
-    "throughput": client.throughput,
+    "throughput": client.throughput,  # 1 and 2
+    "rate-limit": client.rate_limit,  # 3
+    "dagster": pipeline.through_dagster,  # 4
+    "skip-path": pipeline.skip_path,  # 5
+    "planning": pipeline.planning,  # 6
+    "write-path": pipeline.write_path,  # 7
+    "memory": pipeline.memory,  # 8
+    "crash": pipeline.crash_cost,  # 9
 }
 RESULTS = Path(__file__).with_name("results.json")
 

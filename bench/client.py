@@ -123,3 +123,33 @@ def throughput(quick: bool) -> list[Figure]:
         )
     )
     return figures
+
+
+def rate_limit(quick: bool) -> list[Figure]:
+    """Scenario 3: a QPS cap of 300 against a provider that refuses above 310."""
+    qps, limit = 300, 310
+    count = qps * (3 if quick else 10)
+    numbers = sample_numbers(count, seed=3)
+    with simulator_process("--latency-ms", str(LATENCY_S * 1000), "--qps-limit", str(limit)) as url:
+        rate, _, throttled = asyncio.run(_library(url, numbers, 64, qps=qps))
+    return [
+        Figure(
+            "3 rate limit",
+            f"library with qps={qps}, {count} numbers",
+            rate,
+            "calls/s",
+            "the cap",
+            qps,
+            rate / qps,
+            "within 2 %",
+            abs(rate / qps - 1) <= 0.02,
+        ),
+        Figure(
+            "3 rate limit",
+            f"4029 answers (provider refuses above {limit}/s)",
+            throttled,
+            "answers",
+            target="0",
+            met=throttled == 0,
+        ),
+    ]

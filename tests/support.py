@@ -53,8 +53,13 @@ def seed_sets(db: Path, sets: Mapping[str, Iterable[str | None]]) -> None:
 
 def resources(sim: SimulatorServer, db: Path, **api: Any) -> dict[str, Any]:
     """``mobile_status_api`` pointed at ``sim`` and ``duckdb`` at ``db``."""
+    return resources_for(sim.base_url, db, **api)
+
+
+def resources_for(base_url: str, db: Path, **api: Any) -> dict[str, Any]:
+    """``mobile_status_api`` pointed at ``base_url`` and ``duckdb`` at ``db``."""
     settings: dict[str, Any] = {
-        "base_url": sim.base_url,
+        "base_url": base_url,
         "token": DEMO_TOKEN,
         "unit_price": PRICE,
         "max_retries": 2,

@@ -113,6 +113,13 @@ def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
         default=_DEFAULTS.slow_ms,
         help="extra delay of a slow answer (default: %(default)s)",
     )
+    add(
+        "--ledger-max-entries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep only the last N ledger entries in memory (the --ledger file keeps all)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -131,6 +138,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         requery_min_interval_s=args.requery_min_interval_s,
         slow_ms=args.slow_ms,
         ledger_path=args.ledger_path,
+        ledger_max_entries=args.ledger_max_entries,
         **{field: getattr(args, field) for field, _ in _FAULT_OPTIONS},
     )
 

@@ -1,0 +1,44 @@
+"""Measurements that need their own process (peak RSS): ``python -m bench.worker TASK ARGS``."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from mobile_status_dagster.freshness import Freshness
+from mobile_status_dagster.store.plan import plan_run
+from mobile_status_dagster.store.source import Partition, SourceTable
+
+
+def plan(database: str, set_id: str) -> dict[str, float]:
+    """Normalize, de-duplicate and plan one set against the cache, spool included."""
+    spool = Path(database + ".bench-spool.parquet")
+    with duckdb.connect(database) as conn:
+        started = time.perf_counter()
+        result = plan_run(
+            conn,
+            SourceTable(),
+            [Partition(set_id)],
+            freshness=Freshness(),
+            now=datetime.now(UTC),
+            spool=spool,
+        )
+        seconds = time.perf_counter() - started
+    spool.unlink(missing_ok=True)
+    return {"seconds": seconds, "to_send": result.to_send, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+if __name__ == "__main__":
+    task, *args = sys.argv[1:]
+    print(json.dumps({"plan": plan}[task](*args)))
