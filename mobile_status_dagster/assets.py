@@ -4,6 +4,7 @@ import asyncio
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -56,34 +57,25 @@ class MobileStatusAssets:
     source: SourceTable
 
 
-def build_mobile_status_defs(
-    *,
-    source_table: str = "number_sets",
-    set_column: str | None = "set_id",
-    mobile_column: str = "mobile",
-    time_column: str | None = None,
-    partitions_def: MobileStatusPartitions | None = None,
-    freshness: Freshness | None = None,
-    max_partitions_per_run: int | None = None,
-    pool: str = PROVIDER_POOL,
-    group_name: str = "mobile_status",
-    new_sets_sensor: bool = True,
-    refresh_cron: str = "0 3 * * *",
-) -> dg.Definitions:
+class FactoryOptions(TypedDict, total=False):
+    """The arguments of :func:`build_mobile_status_assets`, for :func:`build_mobile_status_defs`."""
+
+    source_table: str
+    set_column: str | None
+    mobile_column: str
+    time_column: str | None
+    partitions_def: MobileStatusPartitions | None
+    freshness: Freshness | None
+    max_partitions_per_run: int | None
+    pool: str
+    group_name: str
+    new_sets_sensor: bool
+    refresh_cron: str
+
+
+def build_mobile_status_defs(**options: Unpack[FactoryOptions]) -> dg.Definitions:
     """The definitions of :func:`build_mobile_status_assets` (same arguments)."""
-    return build_mobile_status_assets(
-        source_table=source_table,
-        set_column=set_column,
-        mobile_column=mobile_column,
-        time_column=time_column,
-        partitions_def=partitions_def,
-        freshness=freshness,
-        max_partitions_per_run=max_partitions_per_run,
-        pool=pool,
-        group_name=group_name,
-        new_sets_sensor=new_sets_sensor,
-        refresh_cron=refresh_cron,
-    ).definitions
+    return build_mobile_status_assets(**options).definitions
 
 
 def build_mobile_status_assets(
