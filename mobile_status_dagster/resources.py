@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+import warnings
+from collections.abc import Iterator, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 import duckdb
@@ -16,13 +18,30 @@ from mobile_status_dagster.client import AsyncMobileStatusClient, ClientSettings
 from mobile_status_dagster.errors import ConfigurationError
 from mobile_status_dagster.store.connection import Connect, connect_with_retry
 
+LITERAL_SECRET_ADVICE = (
+    "MobileStatusResource got the token as a literal string; Dagster stores resource "  # noqa: S105
+    "configuration in its run storage, so pass dg.EnvVar('MOBILE_STATUS_TOKEN') instead"
+)
+
+
+class LiteralTokenWarning(UserWarning):
+    """The token was given as a literal string, which Dagster keeps in its run storage."""
+
+
+class _Resolving(threading.local):
+    active = False
+
+
+_resolving = _Resolving()
+
 
 class MobileStatusResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The mobile number status API (IP138 "mobile number online status query").
 
     One paid call per number; the resource hands the enrichment asset a client that
     pushes the provider as hard as these settings allow and no harder. Keep the token
-    in an environment variable: Dagster shows ``EnvVar`` names, never their values.
+    in an environment variable: Dagster shows and stores ``EnvVar`` names, never their
+    values; a literal token is stored in its run storage (a ``LiteralTokenWarning`` says so).
 
     Examples:
         .. code-block:: python
@@ -74,6 +93,20 @@ class MobileStatusResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         default=None,
         description="Budget: a run stops before more calls than this could be billed.",
     )
+
+    def __init__(self, **data: Any) -> None:
+        token = data.get("token")
+        if isinstance(token, str) and not isinstance(token, dg.EnvVar) and not _resolving.active:
+            warnings.warn(LiteralTokenWarning(LITERAL_SECRET_ADVICE), stacklevel=2)
+        super().__init__(**data)
+
+    def _with_updated_values(self, values: Mapping[str, Any] | None) -> Any:
+        # Dagster builds the run-time copy with the resolved (plain string) token.
+        _resolving.active = True
+        try:
+            return super()._with_updated_values(values)
+        finally:
+            _resolving.active = False
 
     def client_settings(self) -> ClientSettings:
         """The validated client settings (ConfigurationError names a bad setting)."""

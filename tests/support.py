@@ -52,8 +52,8 @@ def seed_sets(db: Path, sets: Mapping[str, Iterable[str | None]]) -> None:
 
 
 def resources(sim: SimulatorServer, db: Path, **api: Any) -> dict[str, Any]:
-    """``mobile_status_api`` pointed at ``sim`` and ``duckdb`` at ``db``."""
-    return resources_for(sim.base_url, db, **api)
+    """``mobile_status_api`` pointed at ``sim`` (or ``base_url=``) and ``duckdb`` at ``db``."""
+    return resources_for(api.pop("base_url", sim.base_url), db, **api)
 
 
 def resources_for(base_url: str, db: Path, **api: Any) -> dict[str, Any]:

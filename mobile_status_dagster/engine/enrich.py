@@ -114,6 +114,7 @@ class EnrichmentReport:
     elapsed_s: float = 0.0
     check_s: float = 0.0
     by_status: collections.Counter[str] = field(default_factory=collections.Counter)
+    unresolved_by_error: collections.Counter[str] = field(default_factory=collections.Counter)
     latencies: LatencySample = field(default_factory=LatencySample, repr=False)
     outcomes: list[PartitionOutcome] = field(default_factory=list)
     stop_reason: str | None = None
@@ -138,14 +139,23 @@ class EnrichmentReport:
         parts = []
         if self.stop_reason:
             parts.append(self.stop_reason)
-        if self.unfinished:
-            missing = sum(o.missing for o in self.unfinished)
-            keys = ", ".join(o.set_id for o in self.unfinished[:10])
-            more = "" if len(self.unfinished) <= 10 else f" and {len(self.unfinished) - 10} more"
+        empty = [o.set_id for o in self.unfinished if o.empty]
+        if empty:
             parts.append(
-                f"{len(self.unfinished)} partition(s) not published ({keys}{more}): "
+                f"no rows in the source table for partition(s) {', '.join(map(repr, empty))}; "
+                "check the set id (nothing was published or paid for them)"
+            )
+        unanswered = [o for o in self.unfinished if not o.empty]
+        if unanswered:
+            missing = sum(o.missing for o in unanswered)
+            keys = ", ".join(o.set_id for o in unanswered[:10])
+            more = "" if len(unanswered) <= 10 else f" and {len(unanswered) - 10} more"
+            parts.append(
+                f"{len(unanswered)} partition(s) not published ({keys}{more}): "
                 f"{missing} number(s) still have no answer"
             )
+        if self.unresolved_by_error:
+            parts.append("numbers without an answer: " + _explain(self.unresolved_by_error))
         parts.append(
             f"{self.billed} billed answer(s) from this run are kept in the cache and the audit; "
             "a rerun pays only for what is missing"
@@ -156,6 +166,30 @@ class EnrichmentReport:
         """Raise :class:`EnrichmentStopped` unless every partition was published."""
         if not self.ok:
             raise EnrichmentStopped(self)
+
+
+#: What to do about the errors that leave numbers without an answer.
+_ADVICE = {
+    "ConnectFailedError": "the provider could not be reached; check MOBILE_STATUS_BASE_URL "
+    "and the network",
+    "ResponseTimeoutError": "the provider did not answer in time (possibly billed); "
+    "check its status or raise MOBILE_STATUS_TIMEOUT_S",
+    "ConnectionLostError": "connections dropped after sending (possibly billed)",
+    "ServerError": "the provider answered HTTP 5xx",
+    "MalformedResponseError": "the provider's answers were not its JSON",
+    "ProviderInternalError": "the provider reported internal errors (5000)",
+    "OperatorTimeoutError": "the operator timed out (5002)",
+    "RequeryTooSoonError": "the provider asked to wait before asking again (4030)",
+    "RateLimitedError": "the provider kept refusing for QPS (4029); lower MOBILE_STATUS_QPS",
+    "UnknownProviderError": "the provider answered an undocumented code (see provider_calls)",
+}
+
+
+def _explain(errors: collections.Counter[str]) -> str:
+    return "; ".join(
+        f"{count} × {name}" + (f" ({_ADVICE[name]})" if name in _ADVICE else "")
+        for name, count in errors.most_common()
+    )
 
 
 def journal_dir_for(database: str) -> Path:
@@ -357,3 +391,5 @@ def _count(report: EnrichmentReport, result: CheckResult) -> None:
         report.by_status[result.status.label] += 1
     else:
         report.unresolved += 1
+        if result.error is not None:
+            report.unresolved_by_error[type(result.error).__name__] += 1

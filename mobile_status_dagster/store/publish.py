@@ -32,6 +32,7 @@ class PartitionOutcome:
 
     set_id: str
     published: bool
+    empty: bool = False
     rows: int = 0
     numbers: int = 0
     sent: int = 0
@@ -61,13 +62,21 @@ def publish_partitions(
 
     Usable: answered in this run, or (unless ``force_refresh``) fresh in the cache at
     ``now``. Each partition's rows in ``mobile_status`` are replaced in one transaction.
+    A partition without any source row is not published (``empty``): a mistyped set id
+    must not wipe what was published before.
     """
     load_run_rows(conn, source, partitions)
     fresh, params = fresh_sql("c", freshness)
     params |= {"now": now, "run_id": run_id, "force": force_refresh}
     usable = f"(c.run_id = $run_id OR (NOT $force AND {fresh}))"
+    present = {
+        str(r[0]) for r in conn.execute(f"SELECT DISTINCT set_id FROM {RUN_ROWS}").fetchall()
+    }
     outcomes = []
     for partition in partitions:
+        if partition.key not in present:
+            outcomes.append(PartitionOutcome(partition.key, published=False, empty=True))
+            continue
         params["set_id"] = partition.key
         with transaction(conn):
             missing_row = conn.execute(

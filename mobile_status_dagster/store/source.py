@@ -124,4 +124,8 @@ def distinct_set_ids(conn: duckdb.DuckDBPyConnection, source: SourceTable) -> li
         ).fetchall()
     except duckdb.CatalogException:
         return []
+    except duckdb.BinderException:
+        raise ConfigurationError(
+            "set_column", f"column {source.set_column!r} is not in table {source.table!r}"
+        ) from None
     return [row[0] for row in rows]
