@@ -231,7 +231,8 @@ class AsyncMobileStatusClient:
                 retries += 1
                 if retries > self.settings.max_retries:
                     break
-            await asyncio.sleep(self._backoff(retries + throttled))
+            # Throttled retries are paced by the rate limiter; their own backoff stays short.
+            await asyncio.sleep(self._backoff(retries if retries else min(throttled, 3)))
         return _result(mobile, attempts)
 
     def _backoff(self, retry: int) -> float:
