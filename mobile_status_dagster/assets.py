@@ -4,7 +4,7 @@ import asyncio
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypedDict, Unpack
+from typing import TypedDict, Unpack, cast
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -149,9 +149,9 @@ def build_mobile_status_assets(
             pool=pool,
             group_name=group_name,
             kinds={"duckdb"},
-            # Each published partition gets its own materialization (and metadata), so
-            # the asset yields AssetMaterialization events rather than one output.
-            output_required=False,
+            # The data lives in DuckDB; the output only marks the partitions materialized
+            # (each with its own metadata) and lets downstream steps run.
+            dagster_type=cast(dg.DagsterType, dg.Nothing),
             description=(
                 f"Status and serving operator of every number in {source_table!r}, per partition. "
                 "Only numbers that are new or stale are paid for; every call is audited in "
@@ -163,7 +163,7 @@ def build_mobile_status_assets(
             config: MobileStatusRunConfig,
             mobile_status_api: MobileStatusResource,
             duckdb: DuckDBResource,
-        ) -> Iterator[dg.AssetMaterialization]:
+        ) -> Iterator[dg.Output[None] | dg.AssetMaterialization]:
             partitions = _partitions(context.partition_keys, resolved_partitions)
             job = EnrichmentJob(
                 source=source,
@@ -180,6 +180,14 @@ def build_mobile_status_assets(
                 ),
             )
             report = asyncio.run(_run(context, job, mobile_status_api, duckdb))
+            if report.ok:
+                for outcome in report.outcomes:
+                    context.add_asset_metadata(
+                        partition_metadata(outcome, report), partition_key=outcome.set_id
+                    )
+                yield dg.Output(None)
+                return
+            # A failed step has no output: record the partitions that were published.
             for outcome in report.outcomes:
                 if outcome.published:
                     yield dg.AssetMaterialization(
@@ -187,8 +195,7 @@ def build_mobile_status_assets(
                         partition=outcome.set_id,
                         metadata=partition_metadata(outcome, report),
                     )
-            if not report.ok:
-                raise dg.Failure(description=report.stop_message(), metadata=run_metadata(report))
+            raise dg.Failure(description=report.stop_message(), metadata=run_metadata(report))
 
     def to_partitions(keys: Sequence[str]) -> tuple[Partition, ...]:
         return _partitions(keys, resolved_partitions)

@@ -15,6 +15,7 @@ from mobile_status_dagster.settings import DeploymentSettings
 from mobile_status_dagster.status import Status
 from mobile_status_dagster.store.connection import file_connect
 from mobile_status_dagster.store.reports import (
+    Charges,
     StatusCount,
     charges_by_set,
     charges_for_runs,
@@ -118,7 +119,7 @@ def print_plan(estimate: CostEstimate) -> None:
         print("   " + f"{s.set_id:<16}" + "".join(f"{c:>12}" for c in cells))
     print(
         f"   to send (de-duplicated across sets): {estimate.plan.to_send}; estimated cost at most "
-        f"{estimate.estimated_cost:.2f} {estimate.currency} "
+        f"{money(estimate.estimated_cost)} {estimate.currency} "
         f"({estimate.unit_price} per billed call; unknown answers are free)"
     )
 
@@ -129,10 +130,11 @@ def print_summary(db: str, outcome: EnrichOutcome) -> None:
         counts = status_counts(conn, outcome.set_ids)
         charges = charges_for_runs(conn, [run.run_id for run in outcome.runs])
     _print_statuses(outcome.set_ids, counts)
-    print(
-        f"   provider calls: {charges.calls}, billed: {charges.billed}, "
-        f"possibly billed: {charges.possibly_billed}, cost: {charges.cost:.2f} {charges.currency}"
-    )
+    for c in charges or [Charges(0, 0, 0, Decimal(0), "")]:
+        print(
+            f"   provider calls: {c.calls}, billed: {c.billed}, "
+            f"possibly billed: {c.possibly_billed}, cost: {money(c.cost)} {c.currency}".rstrip()
+        )
 
 
 def print_report(db: str, set_ids: Sequence[str] | None) -> None:
@@ -147,11 +149,11 @@ def print_report(db: str, set_ids: Sequence[str] | None) -> None:
     print("status by set:")
     _print_statuses(wanted, counts)
     print("charges by set (all runs):")
-    print(f"   {'set':<16}{'calls':>10}{'billed':>10}{'possibly':>10}{'cost':>14}")
-    for set_id, c in charges.items():
+    print(f"   {'set':<16}{'calls':>10}{'billed':>10}{'possibly':>10}{'cost':>16}")
+    for set_id, c in charges:
         print(
             f"   {set_id:<16}{c.calls:>10}{c.billed:>10}{c.possibly_billed:>10}"
-            f"{f'{c.cost:.2f} {c.currency}':>14}"
+            f"{f'{money(c.cost)} {c.currency}':>16}"
         )
 
 
@@ -160,6 +162,15 @@ def export(db: str, set_id: str, statuses: Sequence[Status], out: Path) -> int:
     require_database(db)
     with file_connect(db)() as conn:
         return export_set(conn, set_id, statuses, out)
+
+
+def money(amount: Decimal) -> str:
+    """An exact amount with at least two decimals: 148.50, 0.1125."""
+    exact = amount.normalize()
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        exact = exact.quantize(Decimal("0.01"))
+    return f"{exact:f}"
 
 
 def _print_statuses(set_ids: Sequence[str], counts: Sequence[StatusCount]) -> None:

@@ -331,14 +331,6 @@ def test_reporting_assets_rebuild_after_every_run(simulator: SimulatorServer, db
     assert query(db, f"SELECT DISTINCT set_id FROM {SUMMARY} ORDER BY 1") == [("a",), ("b",)]
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: materialize_sets (CLI/demo path) skips mobile_status_summary, "
-        "mobile_status_charges and the three checks: mobile_status yields no Output, so "
-        "Dagster skips every downstream step"
-    ),
-    strict=True,
-)
 def test_materialize_sets_rebuilds_reports_and_runs_checks_in_the_same_run(
     simulator: SimulatorServer, db: Path
 ) -> None:
@@ -806,13 +798,6 @@ def test_export_report_commands(simulator: SimulatorServer, db: Path, tmp_path: 
     assert len(simulator.provider.ledger()) == mark  # reporting calls nobody
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: report's charges by set add up costs in different currencies and label the "
-        "sum with any one of them (charges_by_set: sum(unit_price) with any_value(currency))"
-    ),
-    strict=True,
-)
 def test_report_never_adds_up_different_currencies(
     simulator: SimulatorServer, db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import duckdb
 
+from mobile_status_dagster.errors import NumberRejectedError
 from mobile_status_dagster.freshness import Freshness
 from mobile_status_dagster.status import Status
 from mobile_status_dagster.store.number_sql import normalized_numbers_sql, register_number_rules
@@ -41,9 +42,12 @@ class RunPlan:
 
 
 def fresh_sql(alias: str, freshness: Freshness) -> tuple[str, dict[str, Any]]:
-    """A predicate: the cache row ``alias`` holds a billed answer younger than its max age.
+    """A predicate: the cache row ``alias`` is younger than its max age and worth keeping.
 
-    Uses the named parameter ``$now``; the returned parameters hold the ages in seconds.
+    Worth keeping: a billed answer, or the provider's 4003 (it rejects a number our
+    rules accept; asking again within ``max_age`` would only repeat the 4003). Unknown
+    answers are never fresh. Uses the named parameter ``$now``; the returned parameters
+    hold the ages in seconds.
     """
     params: dict[str, Any] = {"max_age_s": int(freshness.max_age.total_seconds())}
     whens = []
@@ -56,10 +60,11 @@ def fresh_sql(alias: str, freshness: Freshness) -> tuple[str, dict[str, Any]]:
         else "$max_age_s"
     )
     billed = ", ".join(str(s.value) for s in Status if s.billed)
-    sql = (
+    kept = (
         f"({alias}.status_code IN ({billed}) "
-        f"AND {alias}.checked_at > CAST($now AS TIMESTAMPTZ) - to_seconds({age_s}))"
+        f"OR ({alias}.status_code IS NULL AND {alias}.provider_code = {NumberRejectedError.code}))"
     )
+    sql = f"({kept} AND {alias}.checked_at > CAST($now AS TIMESTAMPTZ) - to_seconds({age_s}))"
     return sql, params
 
 

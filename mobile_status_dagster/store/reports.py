@@ -48,19 +48,21 @@ def status_counts(conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str]) -> li
     return [StatusCount(str(s), str(st), str(op), int(n)) for s, st, op, n in rows]
 
 
-def charges_for_runs(conn: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> Charges:
-    """Calls, billed calls and cost recorded in ``provider_calls`` for ``run_ids``."""
+_CHARGES_COLUMNS = """
+    count(*), count(*) FILTER (WHERE billed), count(*) FILTER (WHERE possibly_billed),
+    coalesce(sum(unit_price) FILTER (WHERE billed), 0), currency
+"""
+
+
+def charges_for_runs(conn: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> list[Charges]:
+    """Calls, billed calls and cost in ``provider_calls`` for ``run_ids``, one row per currency."""
     ensure_schema(conn)
-    row = conn.execute(
-        f"""
-        SELECT count(*), count(*) FILTER (WHERE billed), count(*) FILTER (WHERE possibly_billed),
-               coalesce(sum(unit_price) FILTER (WHERE billed), 0), coalesce(any_value(currency), '')
-        FROM {AUDIT} WHERE run_id IN (SELECT unnest(CAST(? AS VARCHAR[])))
-        """,
+    rows = conn.execute(
+        f"SELECT {_CHARGES_COLUMNS} FROM {AUDIT} "
+        "WHERE run_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) GROUP BY currency ORDER BY currency",
         [list(run_ids)],
-    ).fetchone()
-    assert row is not None
-    return Charges(int(row[0]), int(row[1]), int(row[2]), Decimal(row[3]), str(row[4]))
+    ).fetchall()
+    return [_charges(row) for row in rows]
 
 
 def published_set_ids(conn: duckdb.DuckDBPyConnection) -> list[str]:
@@ -72,21 +74,25 @@ def published_set_ids(conn: duckdb.DuckDBPyConnection) -> list[str]:
     ]
 
 
-def charges_by_set(conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str]) -> dict[str, Charges]:
-    """Calls, billed calls and cost in ``provider_calls`` per set, over all runs."""
+def charges_by_set(
+    conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str]
+) -> list[tuple[str, Charges]]:
+    """Calls, billed calls and cost in ``provider_calls`` per set and currency, all runs.
+
+    Costs in different currencies are never added up.
+    """
     ensure_schema(conn)
     rows = conn.execute(
-        f"""
-        SELECT s.set_id, count(a.mobile), count(*) FILTER (WHERE a.billed),
-               count(*) FILTER (WHERE a.possibly_billed),
-               coalesce(sum(a.unit_price) FILTER (WHERE a.billed), 0),
-               coalesce(any_value(a.currency), '')
-        FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS set_id) s
-        LEFT JOIN {AUDIT} a ON a.set_id = s.set_id
-        GROUP BY s.set_id ORDER BY s.set_id
-        """,
+        f"SELECT set_id, {_CHARGES_COLUMNS} FROM {AUDIT} "
+        "WHERE set_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) "
+        "GROUP BY set_id, currency ORDER BY set_id, currency",
         [list(set_ids)],
     ).fetchall()
-    return {
-        str(r[0]): Charges(int(r[1]), int(r[2]), int(r[3]), Decimal(r[4]), str(r[5])) for r in rows
-    }
+    return [(str(row[0]), _charges(row[1:])) for row in rows]
+
+
+def _charges(row: Sequence[object]) -> Charges:
+    calls, billed, possibly, cost, currency = row
+    return Charges(
+        int(str(calls)), int(str(billed)), int(str(possibly)), Decimal(str(cost)), str(currency)
+    )
