@@ -40,8 +40,11 @@ LATENCY_MS = 50
 CONCURRENCY = 64
 
 
+_SCRATCH = tempfile.TemporaryDirectory(prefix="mobile-status-bench-")  # removed at exit
+
+
 def _workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="mobile-status-bench-"))
+    return Path(tempfile.mkdtemp(dir=_SCRATCH.name))
 
 
 def _normalized(count: int) -> list[str]:

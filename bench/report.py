@@ -58,6 +58,17 @@ def machine() -> dict[str, object]:
 
 
 def write_json(path: Path, figures: list[Figure], *, quick: bool) -> None:
-    """Write ``figures`` (with the machine and mode) to ``path``."""
-    payload = {"machine": machine(), "quick": quick, "figures": [asdict(f) for f in figures]}
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    """Write ``figures`` to ``path``, replacing the rows of the scenarios just measured.
+
+    Rows of other scenarios stay, so one scenario can be re-measured alone; each row
+    keeps the machine and time it was measured on.
+    """
+    measured = {f.scenario for f in figures}
+    kept: list[dict[str, object]] = []
+    if path.exists():
+        previous = json.loads(path.read_text())
+        kept = [row for row in previous.get("figures", []) if row["scenario"] not in measured]
+    stamp = {"machine": machine(), "quick": quick}
+    rows = kept + [asdict(f) | stamp for f in figures]
+    rows.sort(key=lambda row: str(row["scenario"]))
+    path.write_text(json.dumps({"figures": rows}, indent=2, ensure_ascii=False) + "\n")

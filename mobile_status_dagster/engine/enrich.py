@@ -4,12 +4,22 @@ Usable from a plain script::
 
     import asyncio
     from mobile_status_dagster.client import AsyncMobileStatusClient, ClientSettings
-    from mobile_status_dagster.engine import EnrichmentJob, enrich
+    from mobile_status_dagster.engine import EnrichmentJob, enrich, journal_dir_for
     from mobile_status_dagster.store import Partition, SourceTable, file_connect
 
-    job = EnrichmentJob(source=SourceTable(), partitions=(Partition("set-a"),), run_id="r1")
-    client = AsyncMobileStatusClient(ClientSettings(base_url=url, token=token))
-    report = asyncio.run(enrich(job, client=client, connect=file_connect("numbers.duckdb")))
+    async def main() -> None:
+        job = EnrichmentJob(source=SourceTable(), partitions=(Partition("set-a"),), run_id="r1")
+        settings = ClientSettings(base_url=url, token=token)
+        async with AsyncMobileStatusClient(settings) as client:
+            report = await enrich(
+                job,
+                client=client,
+                connect=file_connect("numbers.duckdb"),
+                journal_dir=journal_dir_for("numbers.duckdb"),
+            )
+        report.raise_if_stopped()
+
+    asyncio.run(main())
 """
 
 from __future__ import annotations
