@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     enrich.add_argument(
         "--max-billed", type=int, metavar="N", help="budget: at most N billed calls"
     )
-    enrich.add_argument("--quiet", action="store_true", help="only warnings from Dagster's log")
+    enrich.add_argument(
+        "--quiet", action="store_true", help="no Dagster log; the summary and errors only"
+    )
     _add_db(enrich)
     enrich.set_defaults(handler=_enrich)
 
@@ -130,7 +132,8 @@ def _enrich(args: argparse.Namespace) -> int:
         all_sets=args.all,
         force_refresh=args.force_refresh,
         max_billed=args.max_billed,
-        log_level="WARNING" if args.quiet else "INFO",
+        # --quiet: the command's own one-line error says why a run failed.
+        log_level="CRITICAL" if args.quiet else "INFO",
     )
     print_summary(deployment.db, outcome)
     for run in outcome.runs:

@@ -182,5 +182,8 @@ def _print_statuses(set_ids: Sequence[str], counts: Sequence[StatusCount]) -> No
             operators[c.operator] += c.rows
     print("   " + f"{'set':<16}" + "".join(f"{s:>12}" for s in STATUS_COLUMNS))
     for set_id, per_status in by_set.items():
+        if not per_status:
+            print("   " + f"{set_id:<16}" + "  (not published)")
+            continue
         print("   " + f"{set_id:<16}" + "".join(f"{per_status[s]:>12}" for s in STATUS_COLUMNS))
     print("   serving operator: " + ", ".join(f"{op} {n}" for op, n in sorted(operators.items())))

@@ -401,5 +401,6 @@ def _count(report: EnrichmentReport, result: CheckResult) -> None:
         report.by_status[result.status.label] += 1
     else:
         report.unresolved += 1
-        if result.error is not None:
+        # A fatal error is the run's stop reason already; list what else left numbers open.
+        if result.error is not None and not isinstance(result.error, FatalProviderError):
             report.unresolved_by_error[type(result.error).__name__] += 1

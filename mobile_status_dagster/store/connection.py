@@ -25,6 +25,9 @@ class DatabaseOpenError(MobileStatusError):
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 """A factory: ``with connect() as conn: ...`` opens, and always closes, a connection."""
 
+#: DuckDB memory per database the library opens, unless configured otherwise.
+DEFAULT_MEMORY_LIMIT = "256MB"
+
 #: How long to wait for another process to release the file before giving up.
 DEFAULT_LOCK_WAIT_S = 120.0
 
@@ -43,6 +46,10 @@ def connect_with_retry(
 ) -> duckdb.DuckDBPyConnection:
     """Open ``database``, retrying with jittered backoff while another process holds it.
 
+    DuckDB's ``memory_limit`` defaults to :data:`DEFAULT_MEMORY_LIMIT` (DuckDB spills
+    to disk beyond it) so that a run's memory does not grow with the size of its sets;
+    ``config`` may set another.
+
     Raises:
         DatabaseOpenError: the file cannot be opened (no such directory, not a DuckDB
             file), or another process kept it locked for ``lock_wait_s``.
@@ -51,7 +58,8 @@ def connect_with_retry(
     delay = 0.02
     while True:
         try:
-            return duckdb.connect(database, read_only=read_only, config=config or {})
+            settings = {"memory_limit": DEFAULT_MEMORY_LIMIT, **(config or {})}
+            return duckdb.connect(database, read_only=read_only, config=settings)
         except duckdb.Error as error:
             if not is_lock_error(error) or time.monotonic() + delay > deadline:
                 raise DatabaseOpenError(f"cannot open database {database}: {error}") from None
