@@ -47,6 +47,14 @@ def _workdir() -> Path:
     return Path(tempfile.mkdtemp(dir=_SCRATCH.name))
 
 
+def _seeded_db(set_id: str, count: int) -> Path:
+    """A fresh DuckDB file holding one messy set of ``count`` rows."""
+    db = _workdir() / f"{set_id}.duckdb"
+    with duckdb.connect(str(db)) as conn:
+        seed_messy_set(conn, set_id, count)
+    return db
+
+
 def _normalized(count: int) -> list[str]:
     """The valid numbers of ``seed_messy_set(count)``, normalized."""
     with duckdb.connect() as conn:
@@ -68,10 +76,7 @@ async def _raw_client(url: str, numbers: list[str]) -> float:
 def through_dagster(quick: bool) -> list[Figure]:
     """Scenario 4: `enrich` of a set through Dagster vs the raw client on the same numbers."""
     count = 3000 if quick else 20_000
-    work = _workdir()
-    db = work / "e2e.duckdb"
-    with duckdb.connect(str(db)) as conn:
-        seed_messy_set(conn, "e2e", count)
+    db = _seeded_db("e2e", count)
     numbers = _normalized(count)
     with simulator_process("--latency-ms", str(LATENCY_MS), "--seed", "4") as url:
         raw_s = asyncio.run(_raw_client(url, numbers))
@@ -86,9 +91,7 @@ def through_dagster(quick: bool) -> list[Figure]:
         )
         dagster_s = time.perf_counter() - started
         assert run.success, run.message
-        db2 = work / "e2e-cli.duckdb"
-        with duckdb.connect(str(db2)) as conn:
-            seed_messy_set(conn, "e2e", count)
+        db2 = _seeded_db("e2e", count)
         env = base_env(
             **{
                 settings.DB: str(db2),
@@ -289,10 +292,7 @@ def planning(quick: bool) -> list[Figure]:
 
 
 def _enrich_peak_rss_mb(url: str, count: int) -> float:
-    work = _workdir()
-    db = work / "memory.duckdb"
-    with duckdb.connect(str(db)) as conn:
-        seed_messy_set(conn, "m", count)
+    db = _seeded_db("m", count)
     env = base_env(**{settings.DB: str(db), settings.BASE_URL: url, settings.TOKEN: DEMO_TOKEN})
     process = subprocess.Popen(
         [str(COMMAND), "enrich", "--set", "m", "--quiet"],
@@ -333,10 +333,7 @@ def memory(quick: bool) -> list[Figure]:
 def crash_cost(quick: bool) -> list[Figure]:
     """Scenario 9: numbers billed twice after a SIGKILL and a rerun, vs max_concurrency."""
     count = 3000 if quick else 10_000
-    work = _workdir()
-    db = work / "crash.duckdb"
-    with duckdb.connect(str(db)) as conn:
-        seed_messy_set(conn, "c", count)
+    db = _seeded_db("c", count)
     with simulator_process("--latency-ms", str(LATENCY_MS)) as url:
         env = base_env(
             **{

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,27 @@ def run_cli(
         timeout=120,
         check=False,
     )
+
+
+def rotating_decide(sim: SimulatorServer, calls: int, new_token: str) -> Callable[..., Any]:
+    """The simulator's ``decide``, changed so the account token rotates after ``calls``."""
+    provider = sim.provider
+    decide = provider.decide
+    counter = itertools.count(1)
+
+    def wrapped(mobile: str | None, token: str | None) -> Any:
+        if next(counter) == calls + 1:
+            provider.update_config(token=new_token)
+        return decide(mobile, token)
+
+    return wrapped
+
+
+def backdate(db: Path, mobiles: Sequence[str], days: float) -> None:
+    """Make the cached answers of ``mobiles`` older by ``days``."""
+    with duckdb.connect(str(db)) as conn:
+        conn.execute(
+            "UPDATE mobile_status_latest SET checked_at = checked_at - to_seconds(?) "
+            "WHERE mobile IN (SELECT unnest(CAST(? AS VARCHAR[])))",
+            [int(days * 86400), list(mobiles)],
+        )

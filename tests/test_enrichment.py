@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -47,7 +46,16 @@ from mobile_status_dagster.simulator import (
     number_truth,
 )
 from mobile_status_dagster.status import Status
-from tests.support import PRICE, query, resources, run_sets, sample_numbers, seed_sets
+from tests.support import (
+    PRICE,
+    backdate,
+    query,
+    resources,
+    rotating_decide,
+    run_sets,
+    sample_numbers,
+    seed_sets,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET_KEY = dg.AssetKey("mobile_status")
@@ -120,16 +128,6 @@ def published(db: Path, set_id: str) -> list[tuple[Any, ...]]:
         "FROM mobile_status WHERE set_id = ? ORDER BY ALL",
         [set_id],
     )
-
-
-def backdate(db: Path, mobiles: Sequence[str], days: float) -> None:
-    """Make the cached answers of ``mobiles`` older by ``days``."""
-    with duckdb.connect(str(db)) as conn:
-        conn.execute(
-            "UPDATE mobile_status_latest SET checked_at = checked_at - to_seconds(?) "
-            "WHERE mobile IN (SELECT unnest(CAST(? AS VARCHAR[])))",
-            [int(days * 86400), list(mobiles)],
-        )
 
 
 def reasons(db: Path, run: RunOutcome) -> collections.Counter[str]:
@@ -476,16 +474,7 @@ def test_published_table_has_one_row_per_input_row(simulator: SimulatorServer, d
 
 def revoke_token_after(sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
     """The account token is rotated at the provider after ``calls`` requests."""
-    provider = sim.provider
-    decide = provider.decide
-    counter = itertools.count(1)
-
-    def wrapped(mobile: str | None, token: str | None) -> Any:
-        if next(counter) == calls + 1:
-            provider.update_config(token=OTHER_TOKEN)
-        return decide(mobile, token)
-
-    monkeypatch.setattr(provider, "decide", wrapped)
+    monkeypatch.setattr(sim.provider, "decide", rotating_decide(sim, calls, OTHER_TOKEN))
 
 
 @dataclass(frozen=True)

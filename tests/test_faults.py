@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import itertools
 import re
 import threading
 import time
@@ -53,7 +52,7 @@ from mobile_status_dagster.simulator import (
 )
 from mobile_status_dagster.status import Status
 from mobile_status_dagster.store.schema import SOURCE_DDL
-from tests.support import query, run_sets, sample_numbers, seed_sets
+from tests.support import query, rotating_decide, run_sets, sample_numbers, seed_sets
 
 #: Seeds the simulator's answers and fault draws (one seed: one sequence of faults).
 SEED = 3
@@ -327,20 +326,12 @@ def revoke_token_after(calls: int) -> MidRun:
 
     @contextlib.contextmanager
     def inject(sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-        provider = sim.provider
-        decide = provider.decide
-        counter = itertools.count(1)
-
-        def wrapped(mobile: str | None, token: str | None) -> Any:
-            if next(counter) == calls + 1:
-                provider.update_config(token=OTHER_TOKEN)
-            return decide(mobile, token)
-
-        monkeypatch.setattr(provider, "decide", wrapped)
+        decide = sim.provider.decide
+        monkeypatch.setattr(sim.provider, "decide", rotating_decide(sim, calls, OTHER_TOKEN))
         try:
             yield
         finally:
-            monkeypatch.setattr(provider, "decide", decide)
+            monkeypatch.setattr(sim.provider, "decide", decide)
 
     return inject
 

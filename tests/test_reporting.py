@@ -49,6 +49,7 @@ from mobile_status_dagster.store.source import Partition, SourceTable
 from mobile_status_dagster.store.summaries import CHARGES, SUMMARY
 from tests.support import (
     PRICE,
+    backdate,
     base_env,
     numbers_with_status,
     query,
@@ -96,16 +97,6 @@ def expected_cost(entries: Sequence[LedgerEntry], price: str) -> Decimal:
 def assert_nothing_billed_twice(sim: SimulatorServer) -> None:
     counts = collections.Counter(e.mobile for e in sim.provider.ledger(billed_only=True))
     assert [m for m, n in counts.items() if n > 1] == []
-
-
-def backdate(db: Path, mobiles: Sequence[str], days: float) -> None:
-    """Make the cached answers of ``mobiles`` older by ``days``."""
-    with duckdb.connect(str(db)) as conn:
-        conn.execute(
-            "UPDATE mobile_status_latest SET checked_at = checked_at - to_seconds(?) "
-            "WHERE mobile IN (SELECT unnest(CAST(? AS VARCHAR[])))",
-            [int(days * 86400), list(mobiles)],
-        )
 
 
 def placeholder_api() -> MobileStatusResource:

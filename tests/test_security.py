@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import itertools
 import logging
 import os
 import re
 import socket
 import sqlite3
 import subprocess
-import sys
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,12 +46,11 @@ from mobile_status_dagster.numbers import normalize
 from mobile_status_dagster.resources import LiteralTokenWarning, MobileStatusResource
 from mobile_status_dagster.runs import RunOutcome, materialize_sets
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
-from tests.support import sample_numbers, seed_sets
+from tests.support import COMMAND, rotating_decide, sample_numbers, seed_sets
 
 KNOWN_TOKEN = "Q7ZK2M9X4W8P1R6T3V5Y0B2N4D6F8H0J"
 """The account token of the in-process sweep: 32 characters, not the public demo token."""
 OTHER_TOKEN = "REVOKEDxTOKEN0000000000000000000"
-COMMAND = Path(sys.executable).with_name("mobile-status")
 ELEVEN_DIGITS = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
 MASKED = re.compile(r"1[3-9][0-9]\*{4}[0-9]{4}")
 LOGGERS = (
@@ -257,20 +254,12 @@ def revoke_token_after(sim: SimulatorServer, calls: int) -> contextlib.AbstractC
 
     @contextlib.contextmanager
     def revoked() -> Iterator[None]:
-        provider = sim.provider
-        decide = provider.decide
-        counter = itertools.count(1)
-
-        def wrapped(mobile: str | None, token: str | None) -> Any:
-            if next(counter) == calls + 1:
-                provider.update_config(token=OTHER_TOKEN)
-            return decide(mobile, token)
-
-        provider.decide = wrapped  # type: ignore[method-assign]
+        decide = sim.provider.decide
+        sim.provider.decide = rotating_decide(sim, calls, OTHER_TOKEN)  # type: ignore[method-assign]
         try:
             yield
         finally:
-            provider.decide = decide  # type: ignore[method-assign]
+            sim.provider.decide = decide  # type: ignore[method-assign]
 
     return revoked()
 
