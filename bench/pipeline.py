@@ -309,7 +309,7 @@ def _enrich_peak_rss_mb(url: str, count: int) -> float:
 
 def memory(quick: bool) -> list[Figure]:
     """Scenario 8: peak RSS is bounded by the batch, not by the set."""
-    small, big = (10_000, 100_000) if quick else (100_000, 1_000_000)
+    small, big = (5_000, 30_000) if quick else (100_000, 1_000_000)
     with simulator_process("--latency-ms", "0", "--ledger-max-entries", "1000") as url:
         small_mb = _enrich_peak_rss_mb(url, small)
         big_mb = _enrich_peak_rss_mb(url, big)

@@ -48,25 +48,23 @@ def coverage(
     if not keys:
         return CheckOutcome(True, 0)
     load_run_rows(conn, source, to_partitions(keys))
-    rows = conn.execute(
-        f"""
+    problems = f"""
         SELECT r.set_id, r.mobile FROM (SELECT DISTINCT set_id, mobile FROM {RUN_ROWS}
                                         WHERE valid) r
         WHERE NOT EXISTS (
             SELECT 1 FROM {PUBLISHED} p
             WHERE p.set_id = r.set_id AND p.mobile = r.mobile
               AND (p.status_code IS NOT NULL OR p.invalid_reason IS NOT NULL))
-        ORDER BY 1, 2
-        """
-    ).fetchall()
-    return _outcome(rows, lambda r: f"{r[0]}: {mask(r[1])}")
+    """
+    return _outcome(conn, problems, lambda r: f"{r[0]}: {mask(str(r[1]))}")
 
 
 def audit_reconciliation(conn: duckdb.DuckDBPyConnection) -> CheckOutcome:
     """Every billed answer's order number is a billed call in the audit; order numbers unique."""
     ensure_schema(conn)
     billed = ", ".join(str(s.value) for s in Status if s.billed)
-    missing = conn.execute(
+    missing = _outcome(
+        conn,
         f"""
         SELECT DISTINCT a.order_number FROM (
             SELECT order_number FROM {PUBLISHED} WHERE status_code IN ({billed})
@@ -75,22 +73,26 @@ def audit_reconciliation(conn: duckdb.DuckDBPyConnection) -> CheckOutcome:
         ) a
         WHERE a.order_number IS NULL OR NOT EXISTS (
             SELECT 1 FROM {AUDIT} c WHERE c.billed AND c.order_number = a.order_number)
-        """
-    ).fetchall()
-    duplicated = conn.execute(
+        """,
+        lambda r: f"not in audit: {r[0]}",
+    )
+    duplicated = _outcome(
+        conn,
         f"""
         SELECT order_number FROM {AUDIT} WHERE order_number IS NOT NULL AND billed
         GROUP BY order_number HAVING count(*) > 1
-        """
-    ).fetchall()
-    examples = [f"not in audit: {r[0]}" for r in missing[:_EXAMPLES]]
-    examples += [f"duplicated: {r[0]}" for r in duplicated[:_EXAMPLES]]
-    problems = len(missing) + len(duplicated)
+        """,
+        lambda r: f"duplicated: {r[0]}",
+    )
+    problems = missing.problems + duplicated.problems
     return CheckOutcome(
         problems == 0,
         problems,
-        {"answers_without_audit": len(missing), "duplicated_order_numbers": len(duplicated)},
-        examples,
+        {
+            "answers_without_audit": missing.problems,
+            "duplicated_order_numbers": duplicated.problems,
+        },
+        missing.examples + duplicated.examples,
     )
 
 
@@ -105,8 +107,7 @@ def no_double_billing(conn: duckdb.DuckDBPyConnection, freshness: Freshness) -> 
     )
     default = int(freshness.max_age.total_seconds())
     age_s = f"CASE previous_status {whens} ELSE {default} END" if whens else str(default)
-    rows = conn.execute(
-        f"""
+    problems = f"""
         SELECT mobile, order_number FROM (
             SELECT mobile, order_number, requested_at, reason,
                    lag(requested_at) OVER w AS previous_at,
@@ -116,17 +117,21 @@ def no_double_billing(conn: duckdb.DuckDBPyConnection, freshness: Freshness) -> 
         )
         WHERE previous_at IS NOT NULL AND reason IS DISTINCT FROM 'forced'
           AND requested_at < previous_at + to_seconds({age_s})
-        ORDER BY mobile
-        """
-    ).fetchall()
-    return _outcome(rows, lambda r: f"{mask(r[0])} billed again as {r[1]}")
+    """
+    return _outcome(conn, problems, lambda r: f"{mask(str(r[0]))} billed again as {r[1]}")
 
 
 def _outcome(
-    rows: list[tuple[object, ...]], describe: Callable[[tuple[object, ...]], str]
+    conn: duckdb.DuckDBPyConnection,
+    problems_sql: str,
+    describe: Callable[[tuple[object, ...]], str],
 ) -> CheckOutcome:
-    return CheckOutcome(
-        passed=not rows,
-        problems=len(rows),
-        examples=[describe(r) for r in rows[:_EXAMPLES]],
+    """Count the rows of ``problems_sql`` in SQL; fetch only a few, as examples."""
+    row = conn.execute(f"SELECT count(*) FROM ({problems_sql})").fetchone()
+    count = int(row[0]) if row else 0
+    examples = (
+        conn.execute(f"SELECT * FROM ({problems_sql}) ORDER BY ALL LIMIT {_EXAMPLES}").fetchall()
+        if count
+        else []
     )
+    return CheckOutcome(passed=count == 0, problems=count, examples=[describe(r) for r in examples])

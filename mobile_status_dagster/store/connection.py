@@ -25,8 +25,13 @@ class DatabaseOpenError(MobileStatusError):
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 """A factory: ``with connect() as conn: ...`` opens, and always closes, a connection."""
 
-#: DuckDB memory per database the library opens, unless configured otherwise.
-DEFAULT_MEMORY_LIMIT = "256MB"
+#: DuckDB settings of the databases the library opens, unless configured otherwise:
+#: bounded memory (DuckDB spills to disk beyond it), and no insertion-order buffering
+#: (nothing here relies on a table's physical row order).
+DEFAULT_DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "memory_limit": "512MB",
+    "preserve_insertion_order": False,
+}
 
 #: How long to wait for another process to release the file before giving up.
 DEFAULT_LOCK_WAIT_S = 120.0
@@ -46,9 +51,9 @@ def connect_with_retry(
 ) -> duckdb.DuckDBPyConnection:
     """Open ``database``, retrying with jittered backoff while another process holds it.
 
-    DuckDB's ``memory_limit`` defaults to :data:`DEFAULT_MEMORY_LIMIT` (DuckDB spills
-    to disk beyond it) so that a run's memory does not grow with the size of its sets;
-    ``config`` may set another.
+    :data:`DEFAULT_DUCKDB_CONFIG` caps DuckDB's memory (it spills to disk beyond the
+    cap) so that a run's memory does not grow with the size of its sets; ``config``
+    overrides any of it.
 
     Raises:
         DatabaseOpenError: the file cannot be opened (no such directory, not a DuckDB
@@ -58,7 +63,7 @@ def connect_with_retry(
     delay = 0.02
     while True:
         try:
-            settings = {"memory_limit": DEFAULT_MEMORY_LIMIT, **(config or {})}
+            settings = {**DEFAULT_DUCKDB_CONFIG, **(config or {})}
             return duckdb.connect(database, read_only=read_only, config=settings)
         except duckdb.Error as error:
             if not is_lock_error(error) or time.monotonic() + delay > deadline:
