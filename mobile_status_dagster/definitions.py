@@ -29,7 +29,14 @@ def default_resources(deployment: settings.DeploymentSettings) -> dict[str, Any]
             unit_price=deployment.unit_price,
             timeout_s=deployment.timeout_s,
         ),
-        "duckdb": DuckDBResource(database=deployment.db),
+        "duckdb": DuckDBResource(
+            database=deployment.db,
+            connection_config=(
+                {"memory_limit": deployment.duckdb_memory_limit}
+                if deployment.duckdb_memory_limit
+                else {}
+            ),
+        ),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -17,6 +18,7 @@ MAX_CONCURRENCY = "MOBILE_STATUS_MAX_CONCURRENCY"
 QPS = "MOBILE_STATUS_QPS"
 UNIT_PRICE = "MOBILE_STATUS_UNIT_PRICE"
 TIMEOUT_S = "MOBILE_STATUS_TIMEOUT_S"
+DUCKDB_MEMORY_LIMIT = "MOBILE_STATUS_DUCKDB_MEMORY_LIMIT"
 
 DEFAULT_DB = "mobile_status.duckdb"
 
@@ -35,6 +37,7 @@ class DeploymentSettings:
     qps: float | None
     unit_price: str
     timeout_s: float
+    duckdb_memory_limit: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DeploymentSettings:
@@ -52,6 +55,7 @@ class DeploymentSettings:
             qps=_number(env, QPS, None),
             unit_price=_price(env),
             timeout_s=_number(env, TIMEOUT_S, 10.0) or 10.0,
+            duckdb_memory_limit=_memory_limit(env),
         )
 
 
@@ -79,6 +83,13 @@ def _number(env: Mapping[str, str], name: str, default: float | None) -> float |
     if not value > 0 or value == float("inf"):
         raise ConfigurationError(name, f"must be a positive number, got {raw!r}")
     return value
+
+
+def _memory_limit(env: Mapping[str, str]) -> str | None:
+    raw = env.get(DUCKDB_MEMORY_LIMIT, "").strip()
+    if raw and not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", raw, re.I):
+        raise ConfigurationError(DUCKDB_MEMORY_LIMIT, f"{raw!r} is not a size such as 512MB")
+    return raw or None
 
 
 def _price(env: Mapping[str, str]) -> str:

@@ -26,10 +26,9 @@ Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 """A factory: ``with connect() as conn: ...`` opens, and always closes, a connection."""
 
 #: DuckDB settings of the databases the library opens, unless configured otherwise:
-#: bounded memory (DuckDB spills to disk beyond it), and no insertion-order buffering
-#: (nothing here relies on a table's physical row order).
+#: no insertion-order buffering (nothing here relies on a table's physical row order),
+#: which lowers the memory big inserts and copies need.
 DEFAULT_DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {
-    "memory_limit": "512MB",
     "preserve_insertion_order": False,
 }
 
@@ -51,9 +50,8 @@ def connect_with_retry(
 ) -> duckdb.DuckDBPyConnection:
     """Open ``database``, retrying with jittered backoff while another process holds it.
 
-    :data:`DEFAULT_DUCKDB_CONFIG` caps DuckDB's memory (it spills to disk beyond the
-    cap) so that a run's memory does not grow with the size of its sets; ``config``
-    overrides any of it.
+    Starts from :data:`DEFAULT_DUCKDB_CONFIG`; ``config`` overrides any of it (e.g.
+    ``{"memory_limit": "512MB"}`` to cap DuckDB's memory; it spills to disk beyond).
 
     Raises:
         DatabaseOpenError: the file cannot be opened (no such directory, not a DuckDB
