@@ -97,8 +97,14 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _deployment(args: argparse.Namespace) -> settings.DeploymentSettings:
+    """The environment's settings, with ``--db`` when given."""
+    deployment = settings.DeploymentSettings.from_env()
+    return dataclasses.replace(deployment, db=args.db) if args.db else deployment
+
+
 def _db(args: argparse.Namespace) -> str:
-    return str(args.db or settings.DeploymentSettings.from_env().db)
+    return _deployment(args).db
 
 
 def _load(args: argparse.Namespace) -> int:
@@ -125,7 +131,7 @@ def _enrich(args: argparse.Namespace) -> int:
     from mobile_status_dagster.commands import enrich_sets, print_summary
 
     settings.require_provider_env()
-    deployment = dataclasses.replace(settings.DeploymentSettings.from_env(), db=_db(args))
+    deployment = _deployment(args)
     outcome = enrich_sets(
         deployment,
         set_ids=args.set_ids,
@@ -148,12 +154,10 @@ def _enrich(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from mobile_status_dagster.commands import plan_sets, print_plan
 
-    deployment = dataclasses.replace(settings.DeploymentSettings.from_env(), db=_db(args))
-    print_plan(
-        plan_sets(
-            deployment, set_ids=args.set_ids, all_sets=args.all, force_refresh=args.force_refresh
-        )
+    estimate = plan_sets(
+        _deployment(args), set_ids=args.set_ids, all_sets=args.all, force_refresh=args.force_refresh
     )
+    print_plan(estimate)
     return EXIT_OK
 
 
