@@ -6,7 +6,6 @@ import asyncio
 import collections
 import functools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import httpx
 from bench.data import numbers_sql, pad_cache, seed_messy_set, write_journal
 from bench.report import Figure
 from bench.simulator_process import simulator_process
+from bench.worker import vm_hwm_mb
 from mobile_status_dagster import settings
 from mobile_status_dagster.assets import build_mobile_status_assets
 from mobile_status_dagster.client import AsyncMobileStatusClient, ClientSettings
@@ -302,10 +302,14 @@ def _enrich_peak_rss_mb(url: str, count: int, memory_limit: str | None) -> float
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    # VmHWM is monotonic; polling it until exit sees the peak (see bench.worker).
+    peak = 0.0
+    while process.poll() is None:
+        peak = max(peak, vm_hwm_mb(process.pid) or 0.0)
+        time.sleep(0.05)
+    if process.returncode != 0:
         raise RuntimeError(f"enrich of {count} numbers failed")
-    return usage.ru_maxrss / 1024
+    return peak
 
 
 def memory(quick: bool) -> list[Figure]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from datetime import UTC, datetime
@@ -35,8 +34,24 @@ def plan(database: str, set_id: str) -> dict[str, float]:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size since it started its program.
+
+    ``VmHWM``, not ``getrusage``: Linux carries ``ru_maxrss`` over ``fork`` and
+    ``execve``, so a child of a big parent would report the parent's peak.
+    """
+    return vm_hwm_mb("self") or 0.0
+
+
+def vm_hwm_mb(pid: int | str) -> float | None:
+    """``VmHWM`` of a process from ``/proc`` in MB; ``None`` once it has exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
 
 
 if __name__ == "__main__":
