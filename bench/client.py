@@ -98,7 +98,7 @@ def throughput(quick: bool) -> list[Figure]:
                 )
         sample = 100 if quick else 500
         sequential = _sequential(url, numbers[:sample])
-        plain = asyncio.run(_plain_httpx(url, numbers[: min(count, 3000)], 64))
+        plain = asyncio.run(_plain_httpx(url, numbers[: 500 if quick else 3000], 64))
     figures.append(
         Figure(
             "2 vs alternatives",

@@ -75,7 +75,7 @@ async def _raw_client(url: str, numbers: list[str]) -> float:
 
 def through_dagster(quick: bool) -> list[Figure]:
     """Scenario 4: `enrich` of a set through Dagster vs the raw client on the same numbers."""
-    count = 3000 if quick else 20_000
+    count = 1500 if quick else 20_000
     db = _seeded_db("e2e", count)
     numbers = _normalized(count)
     with simulator_process("--latency-ms", str(LATENCY_MS), "--seed", "4") as url:
@@ -126,8 +126,9 @@ def through_dagster(quick: bool) -> list[Figure]:
             "overhead share of the Dagster run's wall time",
             overhead * 100,
             "%",
-            target="<= 10 %",
-            met=overhead <= 0.10,
+            # A quick run's small set is dominated by fixed costs: reported, not judged.
+            target="report" if quick else "<= 10 %",
+            met=None if quick else overhead <= 0.10,
         ),
         Figure(
             "4 end to end",
@@ -317,7 +318,7 @@ def memory(quick: bool) -> list[Figure]:
     small, big = (5_000, 30_000) if quick else (100_000, 1_000_000)
     figures = []
     with simulator_process("--latency-ms", "0", "--ledger-max-entries", "1000") as url:
-        for limit in (None, "512MB"):
+        for limit in (None,) if quick else (None, "512MB"):
             label = "DuckDB memory uncapped" if limit is None else f"DuckDB memory_limit {limit}"
             small_mb = _enrich_peak_rss_mb(url, small, limit)
             big_mb = _enrich_peak_rss_mb(url, big, limit)
@@ -343,7 +344,7 @@ def memory(quick: bool) -> list[Figure]:
 
 def crash_cost(quick: bool) -> list[Figure]:
     """Scenario 9: numbers billed twice after a SIGKILL and a rerun, vs max_concurrency."""
-    count = 3000 if quick else 10_000
+    count = 2000 if quick else 10_000
     db = _seeded_db("c", count)
     with simulator_process("--latency-ms", str(LATENCY_MS)) as url:
         env = base_env(
