@@ -211,7 +211,7 @@ class AsyncMobileStatusClient:
         attempts: list[Attempt] = []
         retries = throttled = 0
         while True:
-            if budget is not None and not budget.reserve():
+            if budget is not None and not await budget.reserve():
                 return _unsent(mobile, attempts, BudgetExhaustedError("the run's budget is spent"))
             attempt = await self._attempt(mobile, len(attempts) + 1)
             if budget is not None:

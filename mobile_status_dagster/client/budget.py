@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from mobile_status_dagster.errors import ConfigurationError
 
 
@@ -10,7 +12,9 @@ class ChargeBudget:
 
     Every attempt reserves one unit before it is sent and settles it when it ends: a
     billed or possibly-billed attempt consumes the unit, any other releases it. Since
-    requests in flight hold reservations, the bill can never pass the limit.
+    requests in flight hold reservations, the bill can never pass the limit. An attempt
+    that finds every unit reserved waits for one to come back, and gives up only when
+    none can (nothing left and nothing in flight).
     """
 
     def __init__(self, limit: int) -> None:
@@ -19,6 +23,7 @@ class ChargeBudget:
         self.limit = limit
         self.charged = 0
         self.reserved = 0
+        self._settled = asyncio.Event()
 
     @property
     def available(self) -> int:
@@ -30,10 +35,13 @@ class ChargeBudget:
         """Nothing available and nothing in flight that could give a unit back."""
         return self.available <= 0 and self.reserved == 0
 
-    def reserve(self) -> bool:
-        """Take a unit for one attempt; ``False`` when none is available."""
-        if self.available <= 0:
-            return False
+    async def reserve(self) -> bool:
+        """Take a unit for one attempt; ``False`` once the budget is exhausted."""
+        while self.available <= 0:
+            if self.exhausted:
+                return False
+            self._settled.clear()
+            await self._settled.wait()
         self.reserved += 1
         return True
 
@@ -42,3 +50,4 @@ class ChargeBudget:
         self.reserved -= 1
         if charged:
             self.charged += 1
+        self._settled.set()
