@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from mobile_status_dagster.store.schema import CACHE, SOURCE_DDL, ensure_schema
+from mobile_status_dagster.store.schema import CACHE, DEFAULT_TABLES, SOURCE_DDL, ensure_schema
 
 _PREFIXES = "['139', '138', '186', '189', '133', '150', '177', '198']"
 
@@ -68,7 +68,7 @@ def write_journal(path: Path, count: int, *, run_id: str = "bench-seed") -> None
 
 def pad_cache(conn: duckdb.DuckDBPyConnection, start: int, stop: int) -> None:
     """Fresh cache rows for the numbers ``[start, stop)``, written directly (set-up only)."""
-    ensure_schema(conn)
+    ensure_schema(conn, DEFAULT_TABLES)
     conn.execute(
         f"""
         INSERT INTO {CACHE}

@@ -32,7 +32,7 @@ from mobile_status_dagster.runs import materialize_sets
 from mobile_status_dagster.simulator import DEMO_TOKEN
 from mobile_status_dagster.store.plan import plan_run
 from mobile_status_dagster.store.record import fold_segment
-from mobile_status_dagster.store.schema import ensure_schema
+from mobile_status_dagster.store.schema import DEFAULT_TABLES, ensure_schema
 from mobile_status_dagster.store.source import Partition, SourceTable
 from tests.support import COMMAND, base_env, resources_for
 
@@ -161,9 +161,10 @@ def _scale_data(quick: bool) -> ScaleData:
     journal = work / "seed.jsonl"
     write_journal(journal, set_size)
     with duckdb.connect(str(db)) as conn:
-        ensure_schema(conn)
+        ensure_schema(conn, DEFAULT_TABLES)
         started = time.perf_counter()
-        fold_segment(conn, journal)  # the library's own write path (scenario 7)
+        # the library's own write path (scenario 7)
+        fold_segment(conn, journal, tables=DEFAULT_TABLES)
         fold_s = time.perf_counter() - started
         pad_cache(conn, set_size, cache_size)
         seed_messy_set(conn, "big", set_size)
@@ -201,7 +202,12 @@ def skip_path(quick: bool) -> list[Figure]:
         bare_s = time.perf_counter() - started
         started = time.perf_counter()
         plan = plan_run(
-            conn, SourceTable(), [Partition("big")], freshness=Freshness(), now=datetime.now(UTC)
+            conn,
+            SourceTable(),
+            [Partition("big")],
+            tables=DEFAULT_TABLES,
+            freshness=Freshness(),
+            now=datetime.now(UTC),
         )
         plan_s = time.perf_counter() - started
     assert plan.to_send == 0, plan.to_send

@@ -12,6 +12,7 @@ import duckdb
 
 from mobile_status_dagster.freshness import Freshness
 from mobile_status_dagster.store.plan import plan_run
+from mobile_status_dagster.store.schema import DEFAULT_TABLES
 from mobile_status_dagster.store.source import Partition, SourceTable
 
 
@@ -24,6 +25,7 @@ def plan(database: str, set_id: str) -> dict[str, float]:
             conn,
             SourceTable(),
             [Partition(set_id)],
+            tables=DEFAULT_TABLES,
             freshness=Freshness(),
             now=datetime.now(UTC),
             spool=spool,

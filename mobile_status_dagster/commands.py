@@ -22,6 +22,7 @@ from mobile_status_dagster.store.reports import (
     published_set_ids,
     status_counts,
 )
+from mobile_status_dagster.store.schema import DEFAULT_TABLES
 from mobile_status_dagster.store.source import Partition, SourceTable, distinct_set_ids
 from mobile_status_dagster.store.summaries import export_set
 
@@ -127,8 +128,10 @@ def print_plan(estimate: CostEstimate) -> None:
 def print_summary(db: str, outcome: EnrichOutcome) -> None:
     """Rows by set × status, by serving operator, and what the runs billed."""
     with file_connect(db)() as conn:
-        counts = status_counts(conn, outcome.set_ids)
-        charges = charges_for_runs(conn, [run.run_id for run in outcome.runs])
+        counts = status_counts(conn, outcome.set_ids, tables=DEFAULT_TABLES)
+        charges = charges_for_runs(
+            conn, [run.run_id for run in outcome.runs], tables=DEFAULT_TABLES
+        )
     _print_statuses(outcome.set_ids, counts)
     for c in charges or [Charges(0, 0, 0, Decimal(0), "")]:
         print(
@@ -141,11 +144,11 @@ def print_report(db: str, set_ids: Sequence[str] | None) -> None:
     """The status and operator summary of published sets, and their charges."""
     require_database(db)
     with file_connect(db)() as conn:
-        wanted = list(set_ids) if set_ids else published_set_ids(conn)
+        wanted = list(set_ids) if set_ids else published_set_ids(conn, tables=DEFAULT_TABLES)
         if not wanted:
             raise UnknownSetError(f"nothing published in {db} yet; enrich a set first")
-        counts = status_counts(conn, wanted)
-        charges = charges_by_set(conn, wanted)
+        counts = status_counts(conn, wanted, tables=DEFAULT_TABLES)
+        charges = charges_by_set(conn, wanted, tables=DEFAULT_TABLES)
     print("status by set:")
     _print_statuses(wanted, counts)
     print("charges by set (all runs):")
@@ -161,7 +164,7 @@ def export(db: str, set_id: str, statuses: Sequence[Status], out: Path) -> int:
     """Write the set's numbers with ``statuses`` to ``out``; the count written."""
     require_database(db)
     with file_connect(db)() as conn:
-        return export_set(conn, set_id, statuses, out)
+        return export_set(conn, set_id, statuses, out, tables=DEFAULT_TABLES)
 
 
 def money(amount: Decimal) -> str:

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import dagster as dg
-import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mobile_status_dagster.client import AsyncMobileStatusClient, ClientSettings
 from mobile_status_dagster.errors import ConfigurationError
-from mobile_status_dagster.store.connection import Connect, connect_with_retry
+from mobile_status_dagster.store.connection import Connect, file_connect
 
 LITERAL_SECRET_ADVICE = (
     "MobileStatusResource got the token as a literal string; Dagster stores resource "  # noqa: S105
     "configuration in its run storage, so pass dg.EnvVar('MOBILE_STATUS_TOKEN') instead"
 )
+
+
+_Resource = TypeVar("_Resource")
+
+
+def resource_of(resources: Any, key: str, kind: type[_Resource]) -> _Resource:
+    """The resource under ``key`` in a context's ``resources``, checked to be a ``kind``."""
+    value = getattr(resources, key)
+    if not isinstance(value, kind):
+        raise dg.DagsterInvalidDefinitionError(
+            f"resource {key!r} must be a {kind.__name__}, got {type(value).__name__}"
+        )
+    return value
 
 
 class LiteralTokenWarning(UserWarning):
@@ -161,13 +172,4 @@ def closing_connect(resource: DuckDBResource) -> Connect:
     It also waits out another process's lock.
     """
     config = {"custom_user_agent": "dagster", **resource.connection_config}
-
-    @contextlib.contextmanager
-    def connect() -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = connect_with_retry(resource.database, config=config)
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    return connect
+    return file_connect(resource.database, config=config)

@@ -49,7 +49,7 @@ from mobile_status_dagster.store.connection import Connect, DatabaseOpenError
 from mobile_status_dagster.store.plan import RunPlan, plan_run
 from mobile_status_dagster.store.publish import PartitionOutcome, publish_partitions
 from mobile_status_dagster.store.record import fold_segment, iter_spool
-from mobile_status_dagster.store.schema import ensure_schema
+from mobile_status_dagster.store.schema import DEFAULT_TABLES, Tables, ensure_schema
 from mobile_status_dagster.store.source import Partition, SourceTable
 
 log = logging.getLogger("mobile_status_dagster.engine")
@@ -85,6 +85,8 @@ class EnrichmentJob:
         unit_price: price of one billed call, recorded with each call.
         currency: currency of ``unit_price``.
         max_billed: stop before more than this many calls could be billed.
+        tables: the tables the run reads and writes (``Tables(prefix)`` for a second
+            instance in the same database).
     """
 
     source: SourceTable
@@ -95,6 +97,7 @@ class EnrichmentJob:
     unit_price: Decimal = Decimal(0)
     currency: str = "CNY"
     max_billed: int | None = None
+    tables: Tables = DEFAULT_TABLES
 
 
 @dataclass
@@ -202,19 +205,23 @@ def _explain(errors: collections.Counter[str]) -> str:
     )
 
 
-def journal_dir_for(database: str) -> Path:
-    """Where a database's answer journal lives: next to the file."""
-    return Path(database + ".journal")
+def journal_dir_for(database: str, tables: Tables = DEFAULT_TABLES) -> Path:
+    """Where the answer journal of ``tables`` in ``database`` lives: next to the file.
+
+    ``<database>.journal`` for the default tables, ``<database>.<prefix>journal`` for
+    prefixed ones, so each instance folds only its own answers.
+    """
+    return Path(f"{database}.{tables.prefix}journal")
 
 
-def recover_journal(connect: Connect, journal_dir: Path) -> int:
+def recover_journal(connect: Connect, journal_dir: Path, tables: Tables = DEFAULT_TABLES) -> int:
     """Fold segments left by runs that died into DuckDB; return how many answers came back."""
     recovered = 0
     for segment in leftover_segments(journal_dir):
         try:
             with connect() as conn:
-                ensure_schema(conn)
-                result = fold_segment(conn, segment.path)
+                ensure_schema(conn, tables)
+                result = fold_segment(conn, segment.path, tables=tables)
         except BaseException:
             segment.release()
             raise
@@ -243,14 +250,15 @@ async def enrich(
     spool = journal_dir / f"{job.run_id}-{os.getpid()}.plan.parquet"
     async with provider_turn(journal_dir):
         now = clock()
-        await asyncio.to_thread(recover_journal, connect, journal_dir)
+        await asyncio.to_thread(recover_journal, connect, journal_dir, job.tables)
         with connect() as conn:
-            ensure_schema(conn)
+            ensure_schema(conn, job.tables)
             job.source.check_exists(conn)
             plan = plan_run(
                 conn,
                 job.source,
                 job.partitions,
+                tables=job.tables,
                 freshness=job.freshness,
                 now=now,
                 force_refresh=job.force_refresh,
@@ -268,6 +276,7 @@ async def enrich(
                 conn,
                 job.source,
                 job.partitions,
+                tables=job.tables,
                 run_id=job.run_id,
                 freshness=job.freshness,
                 now=now,
@@ -301,18 +310,13 @@ async def _check_all(
     journal = Journal(journal_dir, job.run_id, unit_price=job.unit_price, currency=job.currency)
     budget = ChargeBudget(job.max_billed) if job.max_billed is not None else None
     in_flight: dict[str, tuple[str, str]] = {}
-    settled = asyncio.Event()
     stop: list[str] = []
     store_errors: list[str] = []
 
     async def numbers() -> AsyncIterator[str]:
         for mobile, set_id, reason in iter_spool(spool):
-            while budget is not None and budget.available <= 0:
-                if budget.exhausted:
-                    return
-                settled.clear()
-                await settled.wait()
-            if stop:
+            # Workers wait in budget.reserve() for units in flight to come back.
+            if stop or (budget is not None and budget.exhausted):
                 return
             in_flight[mobile] = (set_id, reason)
             yield mobile
@@ -326,7 +330,7 @@ async def _check_all(
             segment.release()
             return
         try:
-            await asyncio.to_thread(_fold_and_discard, connect, segment)
+            await asyncio.to_thread(_fold_and_discard, connect, segment, job.tables)
         except (duckdb.Error, DatabaseOpenError) as error:
             segment.release()
             message = (
@@ -342,7 +346,6 @@ async def _check_all(
     try:
         async for result in client.check_many(numbers(), on_result=persist, budget=budget):
             in_flight.pop(result.mobile)
-            settled.set()
             _count(report, result)
             since_fold += 1
             now = time.perf_counter()
@@ -380,10 +383,9 @@ async def _check_all(
         raise StoreWriteError(store_errors[0])
 
 
-def _fold_and_discard(connect: Connect, segment: Segment) -> None:
-    with connect() as conn:
-        ensure_schema(conn)
-        fold_segment(conn, segment.path)
+def _fold_and_discard(connect: Connect, segment: Segment, tables: Tables) -> None:
+    with connect() as conn:  # the run's plan created the schema
+        fold_segment(conn, segment.path, tables=tables)
     segment.discard()
 
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 from mobile_status_dagster.freshness import Freshness
 from mobile_status_dagster.store.connection import Connect
 from mobile_status_dagster.store.plan import RunPlan, plan_run
-from mobile_status_dagster.store.schema import ensure_schema
+from mobile_status_dagster.store.schema import DEFAULT_TABLES, Tables, ensure_schema
 from mobile_status_dagster.store.source import Partition, SourceTable
 
 
@@ -38,6 +38,7 @@ def estimate_cost(
     freshness: Freshness | None = None,
     force_refresh: bool = False,
     now: datetime | None = None,
+    tables: Tables = DEFAULT_TABLES,
 ) -> CostEstimate:
     """Plan ``partitions`` exactly as a run would, and price it.
 
@@ -48,12 +49,13 @@ def estimate_cost(
         print(estimate.plan.to_send, estimate.estimated_cost)
     """
     with connect() as conn:
-        ensure_schema(conn)
+        ensure_schema(conn, tables)
         source.check_exists(conn)
         plan = plan_run(
             conn,
             source,
             partitions,
+            tables=tables,
             freshness=freshness or Freshness(),
             now=now or datetime.now(UTC),
             force_refresh=force_refresh,

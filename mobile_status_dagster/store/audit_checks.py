@@ -9,9 +9,9 @@ import duckdb
 
 from mobile_status_dagster.freshness import Freshness
 from mobile_status_dagster.numbers import mask
-from mobile_status_dagster.status import Status
-from mobile_status_dagster.store.plan import RUN_ROWS, load_run_rows
-from mobile_status_dagster.store.schema import AUDIT, CACHE, PUBLISHED, ensure_schema
+from mobile_status_dagster.store.plan import RUN_ROWS, load_run_rows, max_age_sql
+from mobile_status_dagster.store.reports import published_set_ids
+from mobile_status_dagster.store.schema import BILLED_CODES, Tables, ensure_schema
 from mobile_status_dagster.store.source import Partition, SourceTable
 
 _EXAMPLES = 5
@@ -27,24 +27,19 @@ class CheckOutcome:
     examples: list[str] = field(default_factory=list)
 
 
-def published_keys(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    """Partition keys that have rows in ``mobile_status``."""
-    ensure_schema(conn)
-    rows = conn.execute(f"SELECT DISTINCT set_id FROM {PUBLISHED} ORDER BY 1").fetchall()
-    return [str(r[0]) for r in rows]
-
-
 def coverage(
     conn: duckdb.DuckDBPyConnection,
     source: SourceTable,
     to_partitions: Callable[[Sequence[str]], Sequence[Partition]],
+    *,
+    tables: Tables,
 ) -> CheckOutcome:
     """Every valid number of each published partition has an answer in ``mobile_status``.
 
     Compares the source (as it is now) with the published rows: a valid number
     missing from the published partition, or published without a status, is a problem.
     """
-    keys = published_keys(conn)
+    keys = published_set_ids(conn, tables=tables)
     if not keys:
         return CheckOutcome(True, 0)
     load_run_rows(conn, source, to_partitions(keys))
@@ -52,34 +47,33 @@ def coverage(
         SELECT r.set_id, r.mobile FROM (SELECT DISTINCT set_id, mobile FROM {RUN_ROWS}
                                         WHERE valid) r
         WHERE NOT EXISTS (
-            SELECT 1 FROM {PUBLISHED} p
+            SELECT 1 FROM {tables.published} p
             WHERE p.set_id = r.set_id AND p.mobile = r.mobile
               AND (p.status_code IS NOT NULL OR p.invalid_reason IS NOT NULL))
     """
     return _outcome(conn, problems, lambda r: f"{r[0]}: {mask(str(r[1]))}")
 
 
-def audit_reconciliation(conn: duckdb.DuckDBPyConnection) -> CheckOutcome:
+def audit_reconciliation(conn: duckdb.DuckDBPyConnection, *, tables: Tables) -> CheckOutcome:
     """Every billed answer's order number is a billed call in the audit; order numbers unique."""
-    ensure_schema(conn)
-    billed = ", ".join(str(s.value) for s in Status if s.billed)
+    ensure_schema(conn, tables)
     missing = _outcome(
         conn,
         f"""
         SELECT DISTINCT a.order_number FROM (
-            SELECT order_number FROM {PUBLISHED} WHERE status_code IN ({billed})
+            SELECT order_number FROM {tables.published} WHERE status_code IN ({BILLED_CODES})
             UNION ALL
-            SELECT order_number FROM {CACHE} WHERE status_code IN ({billed})
+            SELECT order_number FROM {tables.cache} WHERE status_code IN ({BILLED_CODES})
         ) a
         WHERE a.order_number IS NULL OR NOT EXISTS (
-            SELECT 1 FROM {AUDIT} c WHERE c.billed AND c.order_number = a.order_number)
+            SELECT 1 FROM {tables.audit} c WHERE c.billed AND c.order_number = a.order_number)
         """,
         lambda r: f"not in audit: {r[0]}",
     )
     duplicated = _outcome(
         conn,
         f"""
-        SELECT order_number FROM {AUDIT} WHERE order_number IS NOT NULL AND billed
+        SELECT order_number FROM {tables.audit} WHERE order_number IS NOT NULL AND billed
         GROUP BY order_number HAVING count(*) > 1
         """,
         lambda r: f"duplicated: {r[0]}",
@@ -96,27 +90,24 @@ def audit_reconciliation(conn: duckdb.DuckDBPyConnection) -> CheckOutcome:
     )
 
 
-def no_double_billing(conn: duckdb.DuckDBPyConnection, freshness: Freshness) -> CheckOutcome:
+def no_double_billing(
+    conn: duckdb.DuckDBPyConnection, freshness: Freshness, *, tables: Tables
+) -> CheckOutcome:
     """No number was billed again while its previous billed answer was still fresh.
 
     Calls made by a forced refresh (``reason = 'forced'``) are allowed to.
     """
-    ensure_schema(conn)
-    whens = " ".join(
-        f"WHEN {s.value} THEN {int(a.total_seconds())}" for s, a in freshness.by_status.items()
-    )
-    default = int(freshness.max_age.total_seconds())
-    age_s = f"CASE previous_status {whens} ELSE {default} END" if whens else str(default)
+    ensure_schema(conn, tables)
     problems = f"""
         SELECT mobile, order_number FROM (
             SELECT mobile, order_number, requested_at, reason,
                    lag(requested_at) OVER w AS previous_at,
                    lag(status_code) OVER w AS previous_status
-            FROM {AUDIT} WHERE billed
+            FROM {tables.audit} WHERE billed
             WINDOW w AS (PARTITION BY mobile ORDER BY requested_at)
         )
         WHERE previous_at IS NOT NULL AND reason IS DISTINCT FROM 'forced'
-          AND requested_at < previous_at + to_seconds({age_s})
+          AND requested_at < previous_at + {max_age_sql("previous_status", freshness)}
     """
     return _outcome(conn, problems, lambda r: f"{mask(str(r[0]))} billed again as {r[1]}")
 

@@ -71,9 +71,13 @@ def connect_with_retry(
 
 
 def file_connect(
-    database: str, *, read_only: bool = False, lock_wait_s: float = DEFAULT_LOCK_WAIT_S
+    database: str,
+    *,
+    read_only: bool = False,
+    lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
+    config: dict[str, str | bool | int | float | list[str]] | None = None,
 ) -> Connect:
-    """A :data:`Connect` for a DuckDB file, for use without Dagster.
+    """A :data:`Connect` for a DuckDB file: each connection always closes.
 
     Example::
 
@@ -84,7 +88,9 @@ def file_connect(
 
     @contextlib.contextmanager
     def connect() -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = connect_with_retry(database, read_only=read_only, lock_wait_s=lock_wait_s)
+        conn = connect_with_retry(
+            database, read_only=read_only, lock_wait_s=lock_wait_s, config=config
+        )
         try:
             yield conn
         finally:

@@ -12,9 +12,8 @@ import duckdb
 
 from mobile_status_dagster.errors import NumberRejectedError
 from mobile_status_dagster.freshness import Freshness
-from mobile_status_dagster.status import Status
 from mobile_status_dagster.store.number_sql import normalized_numbers_sql, register_number_rules
-from mobile_status_dagster.store.schema import CACHE
+from mobile_status_dagster.store.schema import BILLED_CODES, Tables
 from mobile_status_dagster.store.source import Partition, SourceTable, source_rows_sql
 
 RUN_ROWS = "mobile_status_run_rows"
@@ -41,31 +40,33 @@ class RunPlan:
     to_send: int
 
 
-def fresh_sql(alias: str, freshness: Freshness) -> tuple[str, dict[str, Any]]:
+def max_age_sql(status_code_sql: str, freshness: Freshness) -> str:
+    """SQL for the max age, as an INTERVAL, of an answer with status ``status_code_sql``.
+
+    The ages are whole seconds from ``freshness``, written as integer literals.
+    """
+    default = int(freshness.max_age.total_seconds())
+    whens = " ".join(
+        f"WHEN {status.value} THEN {int(age.total_seconds())}"
+        for status, age in freshness.by_status.items()
+    )
+    seconds = f"(CASE {status_code_sql} {whens} ELSE {default} END)" if whens else str(default)
+    return f"to_seconds({seconds})"
+
+
+def fresh_sql(alias: str, freshness: Freshness) -> str:
     """A predicate: the cache row ``alias`` is younger than its max age and worth keeping.
 
     Worth keeping: a billed answer, or the provider's 4003 (it rejects a number our
     rules accept; asking again within ``max_age`` would only repeat the 4003). Unknown
-    answers are never fresh. Uses the named parameter ``$now``; the returned parameters
-    hold the ages in seconds.
+    answers are never fresh. Uses the named parameter ``$now``.
     """
-    params: dict[str, Any] = {"max_age_s": int(freshness.max_age.total_seconds())}
-    whens = []
-    for status, age in freshness.by_status.items():
-        params[f"max_age_s_{status.value}"] = int(age.total_seconds())
-        whens.append(f"WHEN {status.value} THEN $max_age_s_{status.value}")
-    age_s = (
-        f"(CASE {alias}.status_code {' '.join(whens)} ELSE $max_age_s END)"
-        if whens
-        else "$max_age_s"
-    )
-    billed = ", ".join(str(s.value) for s in Status if s.billed)
     kept = (
-        f"({alias}.status_code IN ({billed}) "
+        f"({alias}.status_code IN ({BILLED_CODES}) "
         f"OR ({alias}.status_code IS NULL AND {alias}.provider_code = {NumberRejectedError.code}))"
     )
-    sql = f"({kept} AND {alias}.checked_at > CAST($now AS TIMESTAMPTZ) - to_seconds({age_s}))"
-    return sql, params
+    age = max_age_sql(f"{alias}.status_code", freshness)
+    return f"({kept} AND {alias}.checked_at > CAST($now AS TIMESTAMPTZ) - {age})"
 
 
 def load_run_rows(
@@ -86,6 +87,7 @@ def plan_run(
     source: SourceTable,
     partitions: Sequence[Partition],
     *,
+    tables: Tables,
     freshness: Freshness,
     now: datetime,
     force_refresh: bool = False,
@@ -100,17 +102,16 @@ def plan_run(
     unusable) or ``forced``.
     """
     load_run_rows(conn, source, partitions)
-    fresh, params = fresh_sql("c", freshness)
-    params |= {"now": now, "force": force_refresh}
-    billed = ", ".join(str(s.value) for s in Status if s.billed)
+    fresh = fresh_sql("c", freshness)
+    params: dict[str, Any] = {"now": now, "force": force_refresh}
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE mobile_status_run_numbers AS
         SELECT n.mobile, n.set_id, (NOT $force AND c.mobile IS NOT NULL AND {fresh}) AS fresh,
                CASE WHEN $force THEN 'forced' WHEN c.mobile IS NULL THEN 'new'
-                    WHEN c.status_code IN ({billed}) THEN 'stale' ELSE 'retry' END AS reason
+                    WHEN c.status_code IN ({BILLED_CODES}) THEN 'stale' ELSE 'retry' END AS reason
         FROM (SELECT mobile, min(set_id) AS set_id FROM {RUN_ROWS} WHERE valid GROUP BY mobile) n
-        LEFT JOIN {CACHE} c ON c.mobile = n.mobile
+        LEFT JOIN {tables.cache} c ON c.mobile = n.mobile
         """,
         params,
     )

@@ -6,14 +6,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import duckdb
 
+from mobile_status_dagster.errors import NumberRejectedError
 from mobile_status_dagster.freshness import Freshness
 from mobile_status_dagster.status import SERVING_OPERATORS
 from mobile_status_dagster.store.connection import transaction
 from mobile_status_dagster.store.plan import RUN_ROWS, fresh_sql, load_run_rows
-from mobile_status_dagster.store.schema import AUDIT, CACHE, PUBLISHED
+from mobile_status_dagster.store.schema import Tables
 from mobile_status_dagster.store.source import Partition, SourceTable
 
 #: ``invalid_reason`` of a number our rules accept but the provider rejected (4003).
@@ -53,6 +55,7 @@ def publish_partitions(
     source: SourceTable,
     partitions: Sequence[Partition],
     *,
+    tables: Tables,
     run_id: str,
     freshness: Freshness,
     now: datetime,
@@ -66,8 +69,8 @@ def publish_partitions(
     must not wipe what was published before.
     """
     load_run_rows(conn, source, partitions)
-    fresh, params = fresh_sql("c", freshness)
-    params |= {"now": now, "run_id": run_id, "force": force_refresh}
+    fresh = fresh_sql("c", freshness)
+    params: dict[str, Any] = {"now": now, "run_id": run_id, "force": force_refresh}
     usable = f"(c.run_id = $run_id OR (NOT $force AND {fresh}))"
     present = {
         str(r[0]) for r in conn.execute(f"SELECT DISTINCT set_id FROM {RUN_ROWS}").fetchall()
@@ -82,7 +85,7 @@ def publish_partitions(
             missing_row = conn.execute(
                 f"""
                 SELECT count(DISTINCT r.mobile) FROM {RUN_ROWS} r
-                LEFT JOIN {CACHE} c ON c.mobile = r.mobile
+                LEFT JOIN {tables.cache} c ON c.mobile = r.mobile
                 WHERE r.set_id = $set_id AND r.valid AND (c.mobile IS NULL OR NOT {usable})
                 """,
                 params,
@@ -92,18 +95,18 @@ def publish_partitions(
                 outcomes.append(PartitionOutcome(partition.key, published=False, missing=missing))
                 continue
             conn.execute(
-                f"DELETE FROM {PUBLISHED} WHERE set_id = $set_id", {"set_id": partition.key}
+                f"DELETE FROM {tables.published} WHERE set_id = $set_id", {"set_id": partition.key}
             )
-            conn.execute(_insert_sql(), {"set_id": partition.key, "run_id": run_id})
-        outcomes.append(_counts(conn, partition.key, run_id))
+            conn.execute(_insert_sql(tables), {"set_id": partition.key, "run_id": run_id})
+        outcomes.append(_counts(conn, tables, partition.key, run_id))
     return outcomes
 
 
-def _insert_sql() -> str:
-    rejected = "c.status_code IS NULL AND c.provider_code = 4003"
+def _insert_sql(tables: Tables) -> str:
+    rejected = f"c.status_code IS NULL AND c.provider_code = {NumberRejectedError.code}"
     serving = ", ".join(f"'{op}'" for op in sorted(SERVING_OPERATORS))
     return f"""
-        INSERT INTO {PUBLISHED}
+        INSERT INTO {tables.published}
         SELECT r.set_id, r.mobile_raw, r.mobile,
                r.valid AND NOT coalesce({rejected}, false) AS valid,
                CASE WHEN {rejected} THEN '{PROVIDER_REJECTED}' ELSE r.invalid_reason END,
@@ -115,12 +118,14 @@ def _insert_sql() -> str:
                     WHEN c.run_id = $run_id THEN 'provider' ELSE 'cache' END AS source,
                $run_id
         FROM {RUN_ROWS} r
-        LEFT JOIN {CACHE} c ON r.valid AND c.mobile = r.mobile
+        LEFT JOIN {tables.cache} c ON r.valid AND c.mobile = r.mobile
         WHERE r.set_id = $set_id
     """
 
 
-def _counts(conn: duckdb.DuckDBPyConnection, set_id: str, run_id: str) -> PartitionOutcome:
+def _counts(
+    conn: duckdb.DuckDBPyConnection, tables: Tables, set_id: str, run_id: str
+) -> PartitionOutcome:
     params = {"set_id": set_id, "run_id": run_id}
     row = conn.execute(
         f"""
@@ -130,21 +135,21 @@ def _counts(conn: duckdb.DuckDBPyConnection, set_id: str, run_id: str) -> Partit
                count(*) FILTER (WHERE ported),
                count(DISTINCT mobile) FILTER (WHERE valid),
                count(DISTINCT mobile) FILTER (WHERE source = 'provider')
-        FROM {PUBLISHED} WHERE set_id = $set_id
+        FROM {tables.published} WHERE set_id = $set_id
         """,
         {"set_id": set_id},
     ).fetchone()
     assert row is not None
     by_status = dict(
         conn.execute(
-            f"SELECT coalesce(status, 'none'), count(*) FROM {PUBLISHED} "
+            f"SELECT coalesce(status, 'none'), count(*) FROM {tables.published} "
             "WHERE set_id = $set_id AND valid GROUP BY ALL ORDER BY 1",
             {"set_id": set_id},
         ).fetchall()
     )
     by_operator = dict(
         conn.execute(
-            f"SELECT coalesce(operator, 'none'), count(*) FROM {PUBLISHED} "
+            f"SELECT coalesce(operator, 'none'), count(*) FROM {tables.published} "
             "WHERE set_id = $set_id AND valid GROUP BY ALL ORDER BY 1",
             {"set_id": set_id},
         ).fetchall()
@@ -153,7 +158,7 @@ def _counts(conn: duckdb.DuckDBPyConnection, set_id: str, run_id: str) -> Partit
         f"""
         SELECT count(*) FILTER (WHERE billed), count(*) FILTER (WHERE possibly_billed),
                coalesce(sum(unit_price) FILTER (WHERE billed), 0)
-        FROM {AUDIT} WHERE run_id = $run_id AND set_id = $set_id
+        FROM {tables.audit} WHERE run_id = $run_id AND set_id = $set_id
         """,
         params,
     ).fetchone()

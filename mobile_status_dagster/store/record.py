@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from mobile_status_dagster.store.connection import transaction
-from mobile_status_dagster.store.schema import AUDIT, CACHE, MONEY, SEGMENTS, status_label_sql
+from mobile_status_dagster.store.schema import MONEY, Tables, status_label_sql
 
 #: The journal format. A segment starts with a header line (``run``, ``price``, ``cur``);
 #: every other line is one provider attempt. Keys are short and absent values omitted,
@@ -57,10 +57,10 @@ class FoldResult:
     already_folded: bool
 
 
-def fold_segment(conn: duckdb.DuckDBPyConnection, path: Path) -> FoldResult:
-    """Fold one journal segment into the audit and the cache, exactly once."""
+def fold_segment(conn: duckdb.DuckDBPyConnection, path: Path, *, tables: Tables) -> FoldResult:
+    """Fold one journal segment into the audit and the cache of ``tables``, exactly once."""
     name = path.name
-    if conn.execute(f"SELECT 1 FROM {SEGMENTS} WHERE segment = ?", [name]).fetchone():
+    if conn.execute(f"SELECT 1 FROM {tables.segments} WHERE segment = ?", [name]).fetchone():
         return FoldResult(0, 0, already_folded=True)
     columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in JOURNAL_KEYS.items()) + "}"
     conn.execute(
@@ -75,10 +75,10 @@ def fold_segment(conn: duckdb.DuckDBPyConnection, path: Path) -> FoldResult:
         ).fetchone()
         run_id, price, currency = header if header else (None, None, None)
         with transaction(conn):
-            attempts = _append_attempts(conn, run_id, price, currency)
-            answers = _replace_answers(conn, run_id)
+            attempts = _append_attempts(conn, tables, run_id, price, currency)
+            answers = _replace_answers(conn, tables, run_id)
             conn.execute(
-                f"INSERT INTO {SEGMENTS} VALUES (?, ?, ?, ?, now())",
+                f"INSERT INTO {tables.segments} VALUES (?, ?, ?, ?, now())",
                 [name, run_id, attempts, answers],
             )
     finally:
@@ -87,11 +87,15 @@ def fold_segment(conn: duckdb.DuckDBPyConnection, path: Path) -> FoldResult:
 
 
 def _append_attempts(
-    conn: duckdb.DuckDBPyConnection, run_id: str | None, price: str | None, currency: str | None
+    conn: duckdb.DuckDBPyConnection,
+    tables: Tables,
+    run_id: str | None,
+    price: str | None,
+    currency: str | None,
 ) -> int:
     row = conn.execute(
         f"""
-        INSERT INTO {AUDIT}
+        INSERT INTO {tables.audit}
         SELECT o, m, c, msg, st, op, coalesce(b, false), coalesce(pb, false),
                CAST($price AS {MONEY}), $currency, s, $run_id, {_TIME}, ms, n, h, e, why
         FROM {_LINES} WHERE m IS NOT NULL
@@ -101,7 +105,7 @@ def _append_attempts(
     return int(row[0]) if row else 0
 
 
-def _replace_answers(conn: duckdb.DuckDBPyConnection, run_id: str | None) -> int:
+def _replace_answers(conn: duckdb.DuckDBPyConnection, tables: Tables, run_id: str | None) -> int:
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE mobile_status_new_answers AS
@@ -118,13 +122,16 @@ def _replace_answers(conn: duckdb.DuckDBPyConnection, run_id: str | None) -> int
     conn.execute(
         f"""
         DELETE FROM mobile_status_new_answers n WHERE EXISTS (
-            SELECT 1 FROM {CACHE} c WHERE c.mobile = n.mobile AND c.checked_at > n.checked_at)
+            SELECT 1 FROM {tables.cache} c
+            WHERE c.mobile = n.mobile AND c.checked_at > n.checked_at)
         """
     )
     conn.execute(
-        f"DELETE FROM {CACHE} WHERE mobile IN (SELECT mobile FROM mobile_status_new_answers)"
+        f"DELETE FROM {tables.cache} WHERE mobile IN (SELECT mobile FROM mobile_status_new_answers)"
     )
-    row = conn.execute(f"INSERT INTO {CACHE} SELECT * FROM mobile_status_new_answers").fetchone()
+    row = conn.execute(
+        f"INSERT INTO {tables.cache} SELECT * FROM mobile_status_new_answers"
+    ).fetchone()
     conn.execute("DROP TABLE mobile_status_new_answers")
     return int(row[0]) if row else 0
 

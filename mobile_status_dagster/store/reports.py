@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import duckdb
 
-from mobile_status_dagster.store.schema import AUDIT, PUBLISHED, ensure_schema
+from mobile_status_dagster.store.schema import Tables, ensure_schema
 
 
 @dataclass(frozen=True)
@@ -32,15 +32,17 @@ class Charges:
     currency: str
 
 
-def status_counts(conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str]) -> list[StatusCount]:
+def status_counts(
+    conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str], *, tables: Tables
+) -> list[StatusCount]:
     """Rows per set × status × operator in ``mobile_status`` (invalid rows as ``invalid``)."""
-    ensure_schema(conn)
+    ensure_schema(conn, tables)
     rows = conn.execute(
         f"""
         SELECT set_id,
                CASE WHEN NOT valid THEN 'invalid' ELSE coalesce(status, 'none') END,
                coalesce(operator, '-'), count(*)
-        FROM {PUBLISHED} WHERE set_id IN (SELECT unnest(CAST(? AS VARCHAR[])))
+        FROM {tables.published} WHERE set_id IN (SELECT unnest(CAST(? AS VARCHAR[])))
         GROUP BY ALL ORDER BY ALL
         """,
         [list(set_ids)],
@@ -54,36 +56,36 @@ _CHARGES_COLUMNS = """
 """
 
 
-def charges_for_runs(conn: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> list[Charges]:
+def charges_for_runs(
+    conn: duckdb.DuckDBPyConnection, run_ids: Sequence[str], *, tables: Tables
+) -> list[Charges]:
     """Calls, billed calls and cost in ``provider_calls`` for ``run_ids``, one row per currency."""
-    ensure_schema(conn)
+    ensure_schema(conn, tables)
     rows = conn.execute(
-        f"SELECT {_CHARGES_COLUMNS} FROM {AUDIT} "
+        f"SELECT {_CHARGES_COLUMNS} FROM {tables.audit} "
         "WHERE run_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) GROUP BY currency ORDER BY currency",
         [list(run_ids)],
     ).fetchall()
     return [_charges(row) for row in rows]
 
 
-def published_set_ids(conn: duckdb.DuckDBPyConnection) -> list[str]:
+def published_set_ids(conn: duckdb.DuckDBPyConnection, *, tables: Tables) -> list[str]:
     """Sets with rows in ``mobile_status``."""
-    ensure_schema(conn)
-    return [
-        str(r[0])
-        for r in conn.execute(f"SELECT DISTINCT set_id FROM {PUBLISHED} ORDER BY 1").fetchall()
-    ]
+    ensure_schema(conn, tables)
+    rows = conn.execute(f"SELECT DISTINCT set_id FROM {tables.published} ORDER BY 1").fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def charges_by_set(
-    conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str]
+    conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str], *, tables: Tables
 ) -> list[tuple[str, Charges]]:
     """Calls, billed calls and cost in ``provider_calls`` per set and currency, all runs.
 
     Costs in different currencies are never added up.
     """
-    ensure_schema(conn)
+    ensure_schema(conn, tables)
     rows = conn.execute(
-        f"SELECT set_id, {_CHARGES_COLUMNS} FROM {AUDIT} "
+        f"SELECT set_id, {_CHARGES_COLUMNS} FROM {tables.audit} "
         "WHERE set_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) "
         "GROUP BY set_id, currency ORDER BY set_id, currency",
         [list(set_ids)],
