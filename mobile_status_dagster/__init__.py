@@ -13,7 +13,9 @@ if TYPE_CHECKING:
         build_mobile_status_assets,
         build_mobile_status_defs,
     )
+    from mobile_status_dagster.component import MobileStatusComponent
     from mobile_status_dagster.freshness import Freshness
+    from mobile_status_dagster.names import MobileStatusNames
     from mobile_status_dagster.resources import MobileStatusResource
     from mobile_status_dagster.status import Status
 
@@ -23,17 +25,26 @@ _EXPORTS = {
     "build_mobile_status_assets": "mobile_status_dagster.assets",
     "build_mobile_status_defs": "mobile_status_dagster.assets",
     "Freshness": "mobile_status_dagster.freshness",
+    "MobileStatusComponent": "mobile_status_dagster.component",
+    "MobileStatusNames": "mobile_status_dagster.names",
     "Status": "mobile_status_dagster.status",
 }
 
 __all__ = [
     "Freshness",
+    "MobileStatusComponent",
+    "MobileStatusNames",
     "MobileStatusResource",
     "MobileStatusRunConfig",
     "Status",
     "build_mobile_status_assets",
     "build_mobile_status_defs",
 ]
+
+
+def __dir__() -> list[str]:
+    # dg finds components with dir(); the lazy names must be listed.
+    return sorted({*globals(), *__all__})
 
 
 def __getattr__(name: str) -> Any:

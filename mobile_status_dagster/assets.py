@@ -10,7 +10,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from mobile_status_dagster.automation import build_stale_refresh_schedule
+from mobile_status_dagster.automation import build_automation_sensor, build_stale_refresh_schedule
 from mobile_status_dagster.checks import build_checks
 from mobile_status_dagster.engine import (
     EnrichmentJob,
@@ -20,14 +20,24 @@ from mobile_status_dagster.engine import (
     journal_dir_for,
 )
 from mobile_status_dagster.freshness import Freshness
-from mobile_status_dagster.metadata import partition_metadata, run_metadata
+from mobile_status_dagster.metadata import (
+    partition_metadata,
+    published_column_schema,
+    run_metadata,
+)
+from mobile_status_dagster.names import MobileStatusNames
 from mobile_status_dagster.reporting import build_reporting_assets
-from mobile_status_dagster.resources import MobileStatusResource, closing_connect
+from mobile_status_dagster.resources import MobileStatusResource, closing_connect, resource_of
 from mobile_status_dagster.sensors import build_new_sets_sensor
+from mobile_status_dagster.store.schema import AUDIT, DEFAULT_SOURCE, PUBLISHED
 from mobile_status_dagster.store.source import Partition, SourceTable
 
-PROVIDER_POOL = "mobile_status_provider"
-DEFAULT_PARTITIONS_NAME = "mobile_status_sets"
+DEFAULT_NAMES = MobileStatusNames()
+PROVIDER_POOL = DEFAULT_NAMES.pool
+DEFAULT_PARTITIONS_NAME = DEFAULT_NAMES.partitions
+DUCKDB_RESOURCE_KEY = "duckdb"
+PROVIDER_KIND = "ip138"
+"""The kind tag of the provider-calling asset (the vendor of the status API)."""
 
 MobileStatusPartitions = dg.DynamicPartitionsDefinition | dg.TimeWindowPartitionsDefinition
 
@@ -55,6 +65,9 @@ class MobileStatusAssets:
     checks: tuple[dg.AssetChecksDefinition, ...]
     partitions_def: MobileStatusPartitions
     source: SourceTable
+    names: MobileStatusNames = DEFAULT_NAMES
+    api_resource_key: str = DEFAULT_NAMES.api_resource_key
+    duckdb_resource_key: str = DUCKDB_RESOURCE_KEY
 
 
 class FactoryOptions(TypedDict, total=False):
@@ -67,9 +80,15 @@ class FactoryOptions(TypedDict, total=False):
     partitions_def: MobileStatusPartitions | None
     freshness: Freshness | None
     max_partitions_per_run: int | None
-    pool: str
-    group_name: str
+    key_prefix: str | Sequence[str] | None
+    pool: str | None
+    group_name: str | None
+    api_resource_key: str | None
+    duckdb_resource_key: str
     new_sets_sensor: bool
+    new_sets_interval_s: int
+    automation_sensor: bool
+    automation_interval_s: int
     refresh_cron: str
 
 
@@ -80,19 +99,25 @@ def build_mobile_status_defs(**options: Unpack[FactoryOptions]) -> dg.Definition
 
 def build_mobile_status_assets(
     *,
-    source_table: str = "number_sets",
+    source_table: str = DEFAULT_SOURCE,
     set_column: str | None = "set_id",
     mobile_column: str = "mobile",
     time_column: str | None = None,
     partitions_def: MobileStatusPartitions | None = None,
     freshness: Freshness | None = None,
     max_partitions_per_run: int | None = None,
-    pool: str = PROVIDER_POOL,
-    group_name: str = "mobile_status",
+    key_prefix: str | Sequence[str] | None = None,
+    pool: str | None = None,
+    group_name: str | None = None,
+    api_resource_key: str | None = None,
+    duckdb_resource_key: str = DUCKDB_RESOURCE_KEY,
     new_sets_sensor: bool = True,
+    new_sets_interval_s: int = 60,
+    automation_sensor: bool = True,
+    automation_interval_s: int = 30,
     refresh_cron: str = "0 3 * * *",
 ) -> MobileStatusAssets:
-    """Build the partitioned ``mobile_status`` asset over the user's table.
+    """Build the partitioned ``mobile_status`` asset over the user's table, and its companions.
 
     Args:
         source_table: table (or ``schema.table``) holding the numbers.
@@ -106,16 +131,34 @@ def build_mobile_status_assets(
         freshness: how long answers are served from the cache (default 30 days).
         max_partitions_per_run: backfills run as one run (one client, one rate limiter,
             de-duplicated across sets); this caps the partitions per run.
-        pool: Dagster concurrency pool of the provider-calling asset; limit it
+        key_prefix: keeps several instances (source tables, provider accounts) apart in
+            one code location: asset keys go under it, and every other name (partitions,
+            sensors, schedule, pool, the provider resource key, the tables) starts with
+            it, joined by ``_``. ``None`` keeps the single-instance names.
+        pool: Dagster concurrency pool of the provider-calling asset (default
+            ``mobile_status_provider`` under the prefix); limit it
             (``dagster instance concurrency set mobile_status_provider 1``) so that
             concurrent runs do not multiply the provider's QPS.
-        group_name: asset group.
+        group_name: asset group (default ``mobile_status`` under the prefix).
+        api_resource_key: key of the :class:`MobileStatusResource` (default
+            ``mobile_status_api`` under the prefix).
+        duckdb_resource_key: key of the ``DuckDBResource`` (default ``duckdb``; instances
+            in one warehouse share it).
         new_sets_sensor: include the sensor that adds a partition per new set id.
+        new_sets_interval_s: how often that sensor looks for new set ids.
+        automation_sensor: include the automation condition sensor (running by default)
+            that rebuilds the summary and the charges after enrichment. It targets only
+            those derived assets, which cost nothing; the provider-calling asset is
+            never automated.
+        automation_interval_s: how often the automation sensor evaluates.
         refresh_cron: when the (stopped by default) schedule re-enriches stale partitions.
 
     Resources required: ``mobile_status_api`` (:class:`MobileStatusResource`) and
-    ``duckdb`` (``dagster_duckdb.DuckDBResource``).
+    ``duckdb`` (``dagster_duckdb.DuckDBResource``), under the keys above.
     """
+    names = MobileStatusNames.of(key_prefix)
+    api_key = api_resource_key or names.api_resource_key
+    tables = names.tables
     source = SourceTable(
         table=source_table,
         mobile_column=mobile_column,
@@ -127,7 +170,7 @@ def build_mobile_status_assets(
             raise dg.DagsterInvalidDefinitionError(
                 "time_column needs a time-window partitions_def (e.g. DailyPartitionsDefinition)"
             )
-        partitions_def = dg.DynamicPartitionsDefinition(name=DEFAULT_PARTITIONS_NAME)
+        partitions_def = dg.DynamicPartitionsDefinition(name=names.partitions)
     if time_column and not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
         raise dg.DagsterInvalidDefinitionError("time_column needs a time-window partitions_def")
     policy = (
@@ -137,33 +180,38 @@ def build_mobile_status_assets(
     )
     freshness = freshness or Freshness()
     resolved_partitions: MobileStatusPartitions = partitions_def
+    group = group_name or names.group
 
     with warnings.catch_warnings():
         # BackfillPolicy is marked beta; the warning says nothing actionable to users.
         warnings.simplefilter("ignore", dg.BetaWarning)
 
         @dg.asset(
-            name="mobile_status",
+            key=names.enrichment,
             partitions_def=partitions_def,
             backfill_policy=policy,
-            pool=pool,
-            group_name=group_name,
-            kinds={"duckdb"},
+            pool=pool or names.pool,
+            group_name=group,
+            kinds={"duckdb", PROVIDER_KIND},
+            required_resource_keys={api_key, duckdb_resource_key},
             # The data lives in DuckDB; the output only marks the partitions materialized
             # (each with its own metadata) and lets downstream steps run.
             dagster_type=cast(dg.DagsterType, dg.Nothing),
+            metadata={
+                "dagster/table_name": tables.name(PUBLISHED),
+                "dagster/column_schema": published_column_schema(),
+            },
             description=(
-                f"Status and serving operator of every number in {source_table!r}, per partition. "
-                "Only numbers that are new or stale are paid for; every call is audited in "
-                "provider_calls."
+                f"Status and serving operator of every number in {source_table!r}, per partition, "
+                f"in the DuckDB table {tables.name(PUBLISHED)!r}. Only numbers that are new or "
+                f"stale are paid for; every call is audited in {tables.name(AUDIT)!r}."
             ),
         )
         def mobile_status(
-            context: dg.AssetExecutionContext,
-            config: MobileStatusRunConfig,
-            mobile_status_api: MobileStatusResource,
-            duckdb: DuckDBResource,
+            context: dg.AssetExecutionContext, config: MobileStatusRunConfig
         ) -> Iterator[dg.Output[None] | dg.AssetMaterialization]:
+            api = resource_of(context.resources, api_key, MobileStatusResource)
+            duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
             partitions = _partitions(context.partition_keys, resolved_partitions)
             job = EnrichmentJob(
                 source=source,
@@ -171,15 +219,14 @@ def build_mobile_status_assets(
                 run_id=context.run.run_id,
                 freshness=freshness,
                 force_refresh=config.force_refresh,
-                unit_price=mobile_status_api.price(),
-                currency=mobile_status_api.currency,
+                unit_price=api.price(),
+                currency=api.currency,
                 max_billed=(
-                    config.max_billed
-                    if config.max_billed is not None
-                    else mobile_status_api.max_billed_per_run
+                    config.max_billed if config.max_billed is not None else api.max_billed_per_run
                 ),
+                tables=tables,
             )
-            report = asyncio.run(_run(context, job, mobile_status_api, duckdb))
+            report = asyncio.run(_run(context, job, api, duckdb))
             if report.ok:
                 for outcome in report.outcomes:
                     context.add_asset_metadata(
@@ -200,28 +247,67 @@ def build_mobile_status_assets(
     def to_partitions(keys: Sequence[str]) -> tuple[Partition, ...]:
         return _partitions(keys, resolved_partitions)
 
-    sensors = []
+    reporting = tuple(
+        build_reporting_assets(
+            mobile_status, names, group_name=group, duckdb_resource_key=duckdb_resource_key
+        )
+    )
+    checks = tuple(
+        build_checks(
+            mobile_status,
+            source,
+            freshness,
+            to_partitions,
+            tables=tables,
+            duckdb_resource_key=duckdb_resource_key,
+        )
+    )
+    sensors: list[dg.SensorDefinition] = []
     if new_sets_sensor and isinstance(resolved_partitions, dg.DynamicPartitionsDefinition):
-        sensors.append(build_new_sets_sensor(source, resolved_partitions))
-    reporting = tuple(build_reporting_assets(mobile_status, group_name))
-    checks = tuple(build_checks(mobile_status, source, freshness, to_partitions))
+        sensors.append(
+            build_new_sets_sensor(
+                source,
+                resolved_partitions,
+                name=names.new_sets_sensor,
+                duckdb_resource_key=duckdb_resource_key,
+                minimum_interval_seconds=new_sets_interval_s,
+            )
+        )
+    if automation_sensor:
+        sensors.append(
+            build_automation_sensor(
+                reporting,
+                name=names.automation_sensor,
+                minimum_interval_seconds=automation_interval_s,
+            )
+        )
+    schedule = build_stale_refresh_schedule(
+        mobile_status,
+        source,
+        resolved_partitions,
+        freshness,
+        to_partitions,
+        name=names.stale_schedule,
+        tables=tables,
+        duckdb_resource_key=duckdb_resource_key,
+        cron_schedule=refresh_cron,
+    )
     definitions = dg.Definitions(
         assets=[mobile_status, *reporting],
         asset_checks=checks,
         sensors=sensors,
-        schedules=[
-            build_stale_refresh_schedule(
-                mobile_status,
-                source,
-                resolved_partitions,
-                freshness,
-                to_partitions,
-                cron_schedule=refresh_cron,
-            )
-        ],
+        schedules=[schedule],
     )
     return MobileStatusAssets(
-        definitions, mobile_status, reporting, checks, resolved_partitions, source
+        definitions,
+        mobile_status,
+        reporting,
+        checks,
+        resolved_partitions,
+        source,
+        names,
+        api_key,
+        duckdb_resource_key,
     )
 
 
@@ -246,7 +332,7 @@ async def _run(
             job,
             client=client,
             connect=closing_connect(duckdb),
-            journal_dir=journal_dir_for(duckdb.database),
+            journal_dir=journal_dir_for(duckdb.database, job.tables),
             progress=progress,
         )
     context.log.info(

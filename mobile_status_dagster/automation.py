@@ -1,4 +1,9 @@
-"""The schedule that re-enriches partitions whose numbers went stale."""
+"""Automation: the sensor that rebuilds the derived assets, and the stale-refresh schedule.
+
+Only what costs nothing runs by itself. The automation sensor targets the summary and
+the charges (rebuilt from DuckDB, no provider call) and runs by default; the schedule
+that re-enriches stale partitions pays the provider, so it is stopped by default.
+"""
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -7,12 +12,38 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mobile_status_dagster.freshness import Freshness
-from mobile_status_dagster.resources import closing_connect
-from mobile_status_dagster.store.audit_checks import published_keys
+from mobile_status_dagster.names import MobileStatusNames
+from mobile_status_dagster.resources import closing_connect, resource_of
+from mobile_status_dagster.store.reports import published_set_ids
+from mobile_status_dagster.store.schema import Tables
 from mobile_status_dagster.store.source import Partition, SourceTable
 from mobile_status_dagster.store.summaries import stale_partitions
 
-STALE_SCHEDULE = "mobile_status_refresh_stale"
+STALE_SCHEDULE = MobileStatusNames().stale_schedule
+AUTOMATION_SENSOR = MobileStatusNames().automation_sensor
+
+
+def build_automation_sensor(
+    derived: Sequence[dg.AssetsDefinition],
+    *,
+    name: str = AUTOMATION_SENSOR,
+    minimum_interval_seconds: int = 30,
+) -> dg.AutomationConditionSensorDefinition:
+    """An automation condition sensor over ``derived`` only, running by default.
+
+    Dagster's own ``default_automation_condition_sensor`` starts STOPPED in a new
+    instance; this one starts running, and never targets an asset that pays the provider.
+    """
+    return dg.AutomationConditionSensorDefinition(
+        name=name,
+        target=dg.AssetSelection.assets(*derived),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=minimum_interval_seconds,
+        description=(
+            "Rebuilds the summary and the charges after enrichment (no provider call). "
+            "The provider-calling asset is never automated."
+        ),
+    )
 
 
 def build_stale_refresh_schedule(
@@ -22,6 +53,9 @@ def build_stale_refresh_schedule(
     freshness: Freshness,
     to_partitions: Callable[[Sequence[str]], Sequence[Partition]],
     *,
+    tables: Tables,
+    name: str = STALE_SCHEDULE,
+    duckdb_resource_key: str = "duckdb",
     cron_schedule: str = "0 3 * * *",
 ) -> dg.ScheduleDefinition:
     """A daily schedule requesting one run per partition that holds stale numbers.
@@ -32,24 +66,27 @@ def build_stale_refresh_schedule(
     """
 
     @dg.schedule(
-        name=STALE_SCHEDULE,
+        name=name,
         cron_schedule=cron_schedule,
         target=dg.AssetSelection.assets(enrichment),
         default_status=dg.DefaultScheduleStatus.STOPPED,
+        required_resource_keys={duckdb_resource_key},
         description="Re-enrich the partitions whose numbers went stale (or have none yet).",
     )
     def refresh_stale(
-        context: dg.ScheduleEvaluationContext, duckdb: DuckDBResource
+        context: dg.ScheduleEvaluationContext, **_resources: object
     ) -> dg.SkipReason | list[dg.RunRequest]:
+        # Direct invocation (schedule(context)) also passes the resources as keywords.
         now = context.scheduled_execution_time or datetime.now(UTC)
+        duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
         with closing_connect(duckdb)() as conn:
             if isinstance(partitions_def, dg.DynamicPartitionsDefinition):
                 assert partitions_def.name is not None
                 candidates = list(context.instance.get_dynamic_partitions(partitions_def.name))
             else:
-                candidates = published_keys(conn)
+                candidates = published_set_ids(conn, tables=tables)
             keys = stale_partitions(
-                conn, source, to_partitions(candidates), freshness=freshness, now=now
+                conn, source, to_partitions(candidates), tables=tables, freshness=freshness, now=now
             )
         if not keys:
             return dg.SkipReason("no partition has stale numbers")

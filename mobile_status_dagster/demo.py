@@ -9,6 +9,7 @@ import csv
 import os
 import random
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 from mobile_status_dagster import settings
@@ -16,6 +17,7 @@ from mobile_status_dagster.commands import (
     EnrichOutcome,
     enrich_sets,
     export,
+    money,
     plan_sets,
     print_plan,
     print_report,
@@ -141,11 +143,11 @@ class DemoDirectoryError(MobileStatusError):
 
 def _print_run(outcome: EnrichOutcome) -> None:
     for run in outcome.runs:
-        meta = run.metadata
+        usage = run.usage
         print(
             f"   run {run.run_id[:8]}: "
             f"{'succeeded' if run.success else 'FAILED: ' + str(run.message)}; "
-            f"sent {meta.get('run_sent_to_provider', 0)} numbers to the provider, "
-            f"billed {meta.get('run_billed', 0)} ({meta.get('run_cost', '0')}), "
-            f"{meta.get('calls_per_second', 0)} calls/s"
+            f"sent {usage.run_sent_to_provider or 0} numbers to the provider, "
+            f"billed {usage.run_billed or 0} ({money(Decimal(str(usage.run_cost or 0)))} "
+            f"{usage.currency or ''}), {usage.calls_per_second or 0} calls/s"
         )

@@ -3,7 +3,7 @@
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -13,6 +13,7 @@ from dagster._core.storage.tags import (
 )
 
 from mobile_status_dagster.assets import MobileStatusAssets
+from mobile_status_dagster.metadata import MobileStatusMetadataSet
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class RunOutcome:
     success: bool
     message: str | None
     metadata: Mapping[str, Any]
+    """The first partition's metadata, as plain values."""
+    usage: MobileStatusMetadataSet = field(default_factory=MobileStatusMetadataSet)
+    """The same metadata's ``mobile_status/…`` figures, typed."""
 
 
 def cli_instance() -> dg.DagsterInstance:
@@ -84,7 +88,9 @@ def materialize_sets(
     ordered = instance.get_dynamic_partitions(name)
     run_config = {
         "ops": {
-            "mobile_status": {"config": {"force_refresh": force_refresh, "max_billed": max_billed}}
+            built.enrichment.op.name: {
+                "config": {"force_refresh": force_refresh, "max_billed": max_billed}
+            }
         },
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
@@ -104,11 +110,18 @@ def materialize_sets(
             for e in result.get_asset_materialization_events()
             if e.asset_key == built.enrichment.key
         ]
-        metadata = (
-            {k: v.value for k, v in events[0].materialization.metadata.items()} if events else {}
-        )
+        raw = events[0].materialization.metadata if events else {}
         message = None if result.success else _failure(result)
-        outcomes.append(RunOutcome(result.run_id, group, result.success, message, metadata))
+        outcomes.append(
+            RunOutcome(
+                result.run_id,
+                group,
+                result.success,
+                message,
+                {k: v.value for k, v in raw.items()},
+                MobileStatusMetadataSet.extract(raw),
+            )
+        )
     return outcomes
 
 

@@ -3,37 +3,45 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from mobile_status_dagster.resources import closing_connect
+from mobile_status_dagster.names import MobileStatusNames
+from mobile_status_dagster.resources import closing_connect, resource_of
 from mobile_status_dagster.store.source import SourceTable, distinct_set_ids
 
-NEW_SETS_SENSOR = "mobile_status_new_sets"
+NEW_SETS_SENSOR = MobileStatusNames().new_sets_sensor
 
 
 def build_new_sets_sensor(
     source: SourceTable,
     partitions_def: dg.DynamicPartitionsDefinition,
     *,
+    name: str = NEW_SETS_SENSOR,
+    duckdb_resource_key: str = "duckdb",
     minimum_interval_seconds: int = 60,
 ) -> dg.SensorDefinition:
     """A sensor adding a dynamic partition per new set id in ``source``.
 
     It only registers partitions: enriching a set costs money, so runs are started by
-    a person, a backfill, or the automation (see the README).
+    a person, a backfill, or the (stopped by default) schedule (see the README).
     """
     if partitions_def.name is None:
         raise dg.DagsterInvalidDefinitionError("the set partitions definition needs a name")
-    name = partitions_def.name
+    partitions_name = partitions_def.name
 
     @dg.sensor(
-        name=NEW_SETS_SENSOR,
+        name=name,
         minimum_interval_seconds=minimum_interval_seconds,
-        description=f"Adds a {name!r} partition for each new set id in {source.table!r}.",
+        required_resource_keys={duckdb_resource_key},
+        description=(
+            f"Adds a {partitions_name!r} partition for each new set id in {source.table!r}."
+        ),
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
-    def new_sets(context: dg.SensorEvaluationContext, duckdb: DuckDBResource) -> dg.SensorResult:
+    def new_sets(context: dg.SensorEvaluationContext, **_resources: object) -> dg.SensorResult:
+        # Direct invocation (sensor(context)) also passes the resources as keywords.
+        duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
         with closing_connect(duckdb)() as conn:
             found = distinct_set_ids(conn, source)
-        known = set(context.instance.get_dynamic_partitions(name))
+        known = set(context.instance.get_dynamic_partitions(partitions_name))
         new = [key for key in found if key not in known]
         if not new:
             return dg.SensorResult(skip_reason="no new set ids")

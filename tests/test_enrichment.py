@@ -12,7 +12,7 @@ import concurrent.futures
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -35,6 +35,7 @@ from mobile_status_dagster.assets import (
     MobileStatusAssets,
     build_mobile_status_assets,
 )
+from mobile_status_dagster.automation import AUTOMATION_SENSOR
 from mobile_status_dagster.definitions import build_default_definitions, default_resources
 from mobile_status_dagster.freshness import Freshness
 from mobile_status_dagster.runs import RunOutcome, materialize_sets
@@ -140,9 +141,11 @@ def materializations(instance: dg.DagsterInstance) -> list[dg.EventLogRecord]:
     return list(instance.fetch_materializations(ASSET_KEY, limit=1000).records)
 
 
-def cost_of(metadata_value: object) -> tuple[Decimal, str]:
-    amount, currency = str(metadata_value).split()
-    return Decimal(amount), currency
+def cost_of(metadata: Mapping[str, Any]) -> tuple[Decimal, str]:
+    """A partition's cost (a float, so the UI can plot it) and its currency, from metadata."""
+    cost = metadata["mobile_status/cost"]
+    assert isinstance(cost, float)
+    return Decimal(str(cost)), str(metadata["mobile_status/currency"])
 
 
 def one_run(outcomes: list[RunOutcome]) -> RunOutcome:
@@ -170,9 +173,9 @@ def test_second_run_asks_again_only_unknown_numbers(simulator: SimulatorServer, 
     assert not any(e.billed for e in again)
     assert reasons(db, first) == {"new": 300}
     assert reasons(db, second) == {"retry": len(unknown(mobiles))}
-    assert second.metadata["sent_to_provider"] == len(unknown(mobiles))
-    assert second.metadata["billed"] == 0
-    assert second.metadata["served_from_cache"] == len(billable(mobiles))
+    assert second.metadata["mobile_status/sent_to_provider"] == len(unknown(mobiles))
+    assert second.metadata["mobile_status/billed"] == 0
+    assert second.metadata["mobile_status/served_from_cache"] == len(billable(mobiles))
     assert query(db, "SELECT count(*) FROM mobile_status WHERE set_id = 'a'") == [(300,)]
 
 
@@ -192,8 +195,8 @@ def test_adding_ten_numbers_to_a_set_makes_exactly_ten_calls(
     assert asked(new) == sorted(extra)
     assert all(e.billed for e in new)
     assert reasons(db, run) == {"new": 10}
-    assert run.metadata["sent_to_provider"] == 10
-    assert run.metadata["billed"] == 10
+    assert run.metadata["mobile_status/sent_to_provider"] == 10
+    assert run.metadata["mobile_status/billed"] == 10
     assert query(db, "SELECT count(*) FROM mobile_status WHERE set_id = 'a'") == [(210,)]
     assert query(
         db, "SELECT source, count(*) FROM mobile_status WHERE set_id = 'a' GROUP BY ALL ORDER BY 1"
@@ -209,8 +212,8 @@ def test_number_shared_by_two_sets_in_one_run_is_billed_once(
     assert run.success, run.message
     assert asked(simulator.provider.ledger()) == sorted(mobiles)
     assert_nothing_billed_twice(simulator)
-    assert run.metadata["run_sent_to_provider"] == 300
-    assert run.metadata["run_billed"] == len(billable(mobiles))
+    assert run.metadata["mobile_status/run_sent_to_provider"] == 300
+    assert run.metadata["mobile_status/run_billed"] == len(billable(mobiles))
     counts = query(db, "SELECT set_id, count(*) FROM mobile_status GROUP BY ALL ORDER BY 1")
     assert counts == [("a", 200), ("b", 200)]
     # The shared numbers carry the same answer in both sets.
@@ -278,7 +281,7 @@ def test_force_refresh_asks_every_number_again(simulator: SimulatorServer, db: P
     new = requests_since(simulator, mark)
     assert asked(new) == sorted(mobiles)  # every valid number, once, invalid ones never
     assert reasons(db, run) == {"forced": len(mobiles)}
-    assert run.metadata["run_billed"] == len(billable(mobiles))
+    assert run.metadata["mobile_status/run_billed"] == len(billable(mobiles))
     assert query(db, "SELECT DISTINCT source FROM mobile_status WHERE valid ORDER BY 1") == [
         ("provider",)
     ]
@@ -365,15 +368,15 @@ def test_audit_reconciles_exactly_with_the_providers_ledger(
         assert {(row[7], row[8]) for row in rows} == {(price, currency)}
         assert all(isinstance(row[7], Decimal) for row in rows)
         billed = sum(1 for row in rows if row[5])
-        assert run.metadata["billed"] == billed
-        assert cost_of(run.metadata["cost"]) == (price * billed, currency)
+        assert run.metadata["mobile_status/billed"] == billed
+        assert cost_of(run.metadata) == (price * billed, currency)
         (total,) = query(
             db,
             "SELECT sum(unit_price) FROM provider_calls WHERE billed AND run_id = ?",
             [run.run_id],
         )[0]
         assert total == price * billed
-    assert second.metadata["billed"] == len(billable(set(mobiles[200:])))
+    assert second.metadata["mobile_status/billed"] == len(billable(set(mobiles[200:])))
 
 
 # --- the published table ----------------------------------------------------------------
@@ -551,7 +554,7 @@ def test_fatal_provider_error_stops_the_run_and_a_rerun_pays_only_for_the_rest(
     rerun = one_run(run_sets(simulator, db, ["a"], instance=instance))
     assert rerun.success, rerun.message
     assert_nothing_billed_twice(simulator)
-    assert rerun.metadata["billed"] == len(set(new) - paid_before_rerun)
+    assert rerun.metadata["mobile_status/billed"] == len(set(new) - paid_before_rerun)
     billed_now = asked(simulator.provider.ledger(billed_only=True))
     assert billed_now == sorted(billable(old) + new)
     assert query(db, "SELECT count(*) FROM mobile_status WHERE set_id = 'a'") == [(250,)]
@@ -621,22 +624,31 @@ def test_materialization_metadata_reports_usage_and_cost(
     billed = len(billable(mobiles))
     histogram = collections.Counter(Status(truth(m)).label for m in mobiles)
     assert meta["dagster/row_count"] == 203
-    assert meta["numbers"] == 200  # distinct valid numbers
-    assert meta["invalid"] == 3
-    assert meta["sent_to_provider"] == 200
-    assert meta["run_sent_to_provider"] == 200
-    assert meta["run_attempts"] == 200
-    assert meta["billed"] == billed
-    assert meta["run_billed"] == billed
-    assert meta["possibly_billed"] == 0
-    assert meta["served_from_cache"] == 0
-    assert cost_of(meta["cost"]) == (Decimal(PRICE) * billed, "CNY")
-    assert meta["status_histogram"] == dict(histogram)
-    assert isinstance(meta["calls_per_second"], float)
-    assert meta["calls_per_second"] > 0
-    assert "latency_p50_ms" in meta
-    assert "latency_p95_ms" in meta
+    assert meta["mobile_status/numbers"] == 200  # distinct valid numbers
+    assert meta["mobile_status/invalid"] == 3
+    assert meta["mobile_status/sent_to_provider"] == 200
+    assert meta["mobile_status/run_sent_to_provider"] == 200
+    assert meta["mobile_status/run_attempts"] == 200
+    assert meta["mobile_status/billed"] == billed
+    assert meta["mobile_status/run_billed"] == billed
+    assert meta["mobile_status/possibly_billed"] == 0
+    assert meta["mobile_status/served_from_cache"] == 0
+    assert cost_of(meta) == (Decimal(PRICE) * billed, "CNY")
+    assert meta["mobile_status/status_histogram"] == dict(histogram)
+    assert isinstance(meta["mobile_status/calls_per_second"], float)
+    assert meta["mobile_status/calls_per_second"] > 0
+    assert isinstance(meta["mobile_status/latency_p50_ms"], float)
+    assert isinstance(meta["mobile_status/latency_p95_ms"], float)
     assert DEMO_TOKEN not in repr(meta)
+    # Every figure is a number (the UI plots numbers across materializations).
+    text = {"mobile_status/currency"}
+    structured = {k for k in meta if k.endswith("_histogram")}
+    for key, value in meta.items():
+        assert key.startswith(("dagster/", "mobile_status/")), key
+        if key not in text | structured:
+            assert isinstance(value, int | float), (key, value)
+    assert run.usage.billed == billed
+    assert run.usage.run_cost == float(Decimal(PRICE) * billed)
 
     # The same metadata is on the partition's materialization in the instance.
     (record,) = materializations(instance)
@@ -644,14 +656,14 @@ def test_materialization_metadata_reports_usage_and_cost(
     assert record.asset_materialization is not None
     stored = {k: v.value for k, v in record.asset_materialization.metadata.items()}
     assert stored["dagster/row_count"] == 203
-    assert stored["billed"] == billed
+    assert stored["mobile_status/billed"] == billed
 
     again = one_run(run_sets(simulator, db, ["a"], instance=instance))
     assert again.metadata["dagster/row_count"] == 203
-    assert again.metadata["served_from_cache"] == billed
-    assert again.metadata["sent_to_provider"] == len(unknown(mobiles))
-    assert again.metadata["billed"] == 0
-    assert cost_of(again.metadata["cost"]) == (Decimal(0), "CNY")
+    assert again.metadata["mobile_status/served_from_cache"] == billed
+    assert again.metadata["mobile_status/sent_to_provider"] == len(unknown(mobiles))
+    assert again.metadata["mobile_status/billed"] == 0
+    assert cost_of(again.metadata) == (Decimal(0), "CNY")
 
 
 def test_multi_partition_run_gives_each_partition_its_own_row_count(
@@ -688,7 +700,7 @@ def test_multi_partition_run_is_one_dagster_run_deduplicated_across_sets(
     assert dagster_run.tags[ASSET_PARTITION_RANGE_START_TAG] == "a"
     assert dagster_run.tags[ASSET_PARTITION_RANGE_END_TAG] == "c"
     assert asked(simulator.provider.ledger()) == sorted(mobiles)
-    assert run.metadata["run_sent_to_provider"] == 200
+    assert run.metadata["mobile_status/run_sent_to_provider"] == 200
     records = [r for r in materializations(instance) if r.run_id == run.run_id]
     assert sorted(str(r.partition_key) for r in records) == ["a", "b", "c"]
     assert query(db, "SELECT set_id, count(*) FROM mobile_status GROUP BY ALL ORDER BY 1") == [
@@ -791,7 +803,8 @@ def test_daily_partitions_over_a_time_column(simulator: SimulatorServer, db: Pat
         time_column="loaded_at",
         partitions_def=dg.DailyPartitionsDefinition(start_date="2026-01-01"),
     )
-    assert not list(built.definitions.sensors or [])  # no sets to discover
+    sensors = [sensor.name for sensor in built.definitions.sensors or []]
+    assert sensors == [AUTOMATION_SENSOR]  # no sets to discover, only the automation
     instance = dg.DagsterInstance.ephemeral()
 
     def materialize(day: str) -> dg.ExecuteInProcessResult:

@@ -722,7 +722,9 @@ def test_ten_thousand_hostile_rows_are_normalized_or_rejected_and_nothing_invali
         else:
             assert reason in numbers.INVALID_REASONS
     assert run.metadata["dagster/row_count"] == HOSTILE_ROWS
-    assert run.metadata["invalid"] == sum(1 for raw in rows if not numbers.normalize(raw).valid)
+    assert run.metadata["mobile_status/invalid"] == sum(
+        1 for raw in rows if not numbers.normalize(raw).valid
+    )
 
     # The SQL-looking rows stayed data.
     assert query(db, "SELECT count(*) FROM number_sets") == [(HOSTILE_ROWS,)]

@@ -45,8 +45,8 @@ from mobile_status_dagster.simulator import (
 )
 from mobile_status_dagster.status import Status
 from mobile_status_dagster.store.connection import file_connect
+from mobile_status_dagster.store.schema import CHARGES, SUMMARY
 from mobile_status_dagster.store.source import Partition, SourceTable
-from mobile_status_dagster.store.summaries import CHARGES, SUMMARY
 from tests.support import (
     PRICE,
     backdate,
@@ -245,7 +245,7 @@ def test_charges_equal_the_ledger_per_set_and_run(simulator: SimulatorServer, db
     # The asset's metadata: row count and the per-currency totals table.
     meta = materialized(result, CHARGES)
     assert meta["dagster/row_count"] == len(expected)
-    totals = md_rows(meta["totals"])
+    totals = md_rows(meta["mobile_status/totals"])
     assert totals[0] == ["currency", "calls", "billed", "cost"]
     by_currency = {r[0]: (int(r[1]), int(r[2]), Decimal(r[3])) for r in totals[1:]}
     assert by_currency == {
@@ -291,7 +291,7 @@ def test_summary_counts_equal_a_direct_count_of_mobile_status(
 
     meta = materialized(result, SUMMARY)
     assert meta["dagster/row_count"] == len(summary)
-    table = md_rows(meta["by_set_and_status"])
+    table = md_rows(meta["mobile_status/by_set_and_status"])
     statuses = table[0][1:]
     assert table[0][0] == "set"
     per_set: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -316,8 +316,12 @@ def test_reporting_assets_rebuild_after_every_run(simulator: SimulatorServer, db
     second = reports_and_checks(db, instance, built)
     assert materialized(first, CHARGES)["dagster/row_count"] == 1
     assert materialized(second, CHARGES)["dagster/row_count"] == 2
-    sets_before = {r[0] for r in md_rows(materialized(first, SUMMARY)["by_set_and_status"])[1:]}
-    sets_after = {r[0] for r in md_rows(materialized(second, SUMMARY)["by_set_and_status"])[1:]}
+    sets_before = {
+        r[0] for r in md_rows(materialized(first, SUMMARY)["mobile_status/by_set_and_status"])[1:]
+    }
+    sets_after = {
+        r[0] for r in md_rows(materialized(second, SUMMARY)["mobile_status/by_set_and_status"])[1:]
+    }
     assert (sets_before, sets_after) == ({"a"}, {"a", "b"})
     assert query(db, f"SELECT DISTINCT set_id FROM {SUMMARY} ORDER BY 1") == [("a",), ("b",)]
 
@@ -632,13 +636,13 @@ def test_asset_checks_pass_on_good_data_and_fail_on_tampered_data(
         assert evaluation.severity == dg.AssetCheckSeverity.ERROR
         if name != tamper.failing:
             assert evaluation.passed, (name, meta)
-            assert meta["problems"] == 0
+            assert meta["mobile_status/problems"] == 0
             continue
         assert not evaluation.passed, (name, meta)
-        assert meta["problems"] == 1
+        assert meta["mobile_status/problems"] == 1
         for key, value in tamper.detail.items():
-            assert meta[key] == value, key
-        examples = str(meta["examples"])
+            assert meta[f"mobile_status/{key}"] == value, key
+        examples = str(meta["mobile_status/examples"])
         assert touched is not None
         assert touched not in examples  # numbers are masked in metadata
         if name != "audit_reconciliation":
