@@ -5,14 +5,17 @@ single source of truth for both this scalar path and the vectorized DuckDB path 
 :mod:`mobile_status_dagster.store.number_sql`, which must give identical answers.
 
 Segment data comes from Google's libphonenumber (the ``phonenumbers`` package), read
-once at import.
+once at import, supplemented by the provider contract's segment list
+(:data:`CONTRACT_SEGMENTS`), which wins where the two disagree.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
 
 import phonenumbers
@@ -21,6 +24,7 @@ from phonenumbers.carrierdata import CARRIER_DATA
 from mobile_status_dagster.status import SERVING_OPERATORS
 
 __all__ = [
+    "CONTRACT_SEGMENTS",
     "COUNTRY_CODE",
     "DIGITS_PATTERN",
     "FULLWIDTH_FROM",
@@ -107,6 +111,48 @@ MOBILE_LENGTH: Final = 11
 MOBILE_PATTERN: Final = r"1[3-9][0-9]{9}"
 
 
+# --- Segments ---------------------------------------------------------------------------
+
+
+class Operator(enum.StrEnum):
+    """Chinese mobile operators, by the codes the provider uses."""
+
+    CM = "CM"  # China Mobile
+    CU = "CU"  # China Unicom
+    CT = "CT"  # China Telecom
+    CBN = "CBN"  # China Broadnet
+    VNO = "VNO"  # a virtual network operator (MVNO)
+
+
+def _segments(operator: Operator, segments: str) -> dict[str, Operator]:
+    return dict.fromkeys(segments.split(), operator)
+
+
+# The provider contract's segment list: provider-api.md, "Number rules", which follows
+# MIIT's (工信部) number-segment allocation. A number on one of these 3-digit segments is
+# allocated, with this prefix operator, whatever libphonenumber says; every other segment
+# is left to libphonenumber, the maintained source. This is the supplement that fills in
+# where libphonenumber lags: at the pinned phonenumbers 9.0.43, 149 is missing from the
+# CN mobile pattern and 1349 has no carrier entry. Virtual-operator segments map to VNO;
+# their host network still comes from libphonenumber (see network_operator).
+CONTRACT_SEGMENTS: Final[Mapping[str, Operator]] = MappingProxyType(
+    _segments(
+        Operator.CM,
+        "134 135 136 137 138 139 147 150 151 152 157 158 159 172 178 182 183 184 187 188"
+        " 195 197 198",
+    )
+    | _segments(Operator.CU, "130 131 132 145 155 156 166 175 176 185 186 196")
+    | _segments(Operator.CT, "133 149 153 173 177 180 181 189 190 191 193 199")
+    | _segments(Operator.CBN, "192")
+    | _segments(Operator.VNO, "162 165 167 170 171")
+)
+
+# The MIIT virtual-operator segments, from the contract table above.
+VIRTUAL_OPERATOR_SEGMENTS: Final[tuple[str, ...]] = tuple(
+    segment for segment, operator in CONTRACT_SEGMENTS.items() if operator is Operator.VNO
+)
+
+
 def _libphonenumber_mobile_pattern() -> str:
     metadata = phonenumbers.PhoneMetadata.metadata_for_region("CN")
     pattern = None
@@ -117,9 +163,16 @@ def _libphonenumber_mobile_pattern() -> str:
     return pattern
 
 
-# Step J. Allocated mobile ranges. Uses only constructs RE2 shares with Python's `re`
-# (compiled with re.ASCII below so that `\d` means [0-9] in both).
+# Step J. Allocated mobile ranges: libphonenumber's, plus every contract segment. Uses
+# only constructs RE2 shares with Python's `re` (compiled with re.ASCII below so that
+# `\d` means [0-9] in both). ALLOCATED_MOBILE_PATTERN is what both paths test.
 LIBPHONENUMBER_MOBILE_PATTERN: Final = _libphonenumber_mobile_pattern()
+_CONTRACT_SEGMENT_LENGTH: Final = 3
+ALLOCATED_MOBILE_PATTERN: Final = (
+    f"(?:(?:{LIBPHONENUMBER_MOBILE_PATTERN})"
+    f"|(?:{'|'.join(sorted(CONTRACT_SEGMENTS))})"
+    f"[0-9]{{{MOBILE_LENGTH - _CONTRACT_SEGMENT_LENGTH}}})"
+)
 
 _FULLWIDTH_TABLE: Final = str.maketrans(FULLWIDTH_FROM, FULLWIDTH_TO)
 _WHITESPACE_TABLE: Final = str.maketrans("", "", WHITESPACE)
@@ -127,7 +180,7 @@ _SEPARATOR_TABLE: Final = str.maketrans("", "", SEPARATORS)
 _SPREADSHEET_FLOAT_RE: Final = re.compile(SPREADSHEET_FLOAT_PATTERN, re.ASCII)
 _DIGITS_RE: Final = re.compile(DIGITS_PATTERN, re.ASCII)
 _MOBILE_RE: Final = re.compile(MOBILE_PATTERN, re.ASCII)
-_LIBPHONENUMBER_MOBILE_RE: Final = re.compile(LIBPHONENUMBER_MOBILE_PATTERN, re.ASCII)
+_ALLOCATED_MOBILE_RE: Final = re.compile(ALLOCATED_MOBILE_PATTERN, re.ASCII)
 _PLUS_COUNTRY_CODE: Final = INTERNATIONAL_PREFIX + COUNTRY_CODE
 _DIAL_COUNTRY_CODE: Final = INTERNATIONAL_DIAL_PREFIX + COUNTRY_CODE
 _NATIONAL_WITH_COUNTRY_CODE_LENGTH: Final = len(COUNTRY_CODE) + MOBILE_LENGTH
@@ -166,7 +219,7 @@ def normalize(raw: object) -> NormalizedNumber:
     """
     if raw is None:
         return _INVALID[REASON_EMPTY]
-    if type(raw) is str and len(raw) == MOBILE_LENGTH and _LIBPHONENUMBER_MOBILE_RE.fullmatch(raw):
+    if type(raw) is str and len(raw) == MOBILE_LENGTH and _ALLOCATED_MOBILE_RE.fullmatch(raw):
         return NormalizedNumber(raw, None)  # already normalized (the common case): a shortcut
     text = (raw if isinstance(raw, str) else str(raw)).translate(_FULLWIDTH_TABLE)
     text = text.translate(_WHITESPACE_TABLE)
@@ -190,22 +243,12 @@ def normalize(raw: object) -> NormalizedNumber:
         return _INVALID[REASON_WRONG_LENGTH]
     if _MOBILE_RE.fullmatch(text) is None:
         return _INVALID[REASON_NOT_MOBILE]
-    if _LIBPHONENUMBER_MOBILE_RE.fullmatch(text) is None:
+    if _ALLOCATED_MOBILE_RE.fullmatch(text) is None:
         return _INVALID[REASON_UNALLOCATED]
     return NormalizedNumber(text, None)
 
 
 # --- Operators --------------------------------------------------------------------------
-
-
-class Operator(enum.StrEnum):
-    """Chinese mobile operators, by the codes the provider uses."""
-
-    CM = "CM"  # China Mobile
-    CU = "CU"  # China Unicom
-    CT = "CT"  # China Telecom
-    CBN = "CBN"  # China Broadnet
-    VNO = "VNO"  # a virtual network operator (MVNO)
 
 
 _CARRIER_NAMES: Final[dict[str, Operator]] = {
@@ -214,11 +257,6 @@ _CARRIER_NAMES: Final[dict[str, Operator]] = {
     "China Telecom": Operator.CT,
     "China Broadnet": Operator.CBN,
 }
-
-# The MIIT virtual-operator segments, as listed in provider-api.md ("Number rules").
-# libphonenumber names the host network for some of them, not the fact that they are
-# virtual, so this short list is kept by hand.
-VIRTUAL_OPERATOR_SEGMENTS: Final[tuple[str, ...]] = ("162", "165", "167", "170", "171")
 
 
 def _cn_carriers() -> dict[str, str]:
@@ -235,15 +273,18 @@ _CN_CARRIERS: Final = _cn_carriers()
 
 # Every prefix is expanded to this many national digits, so that a lookup is one dict
 # get (or one equi-join in SQL) instead of a longest-prefix search.
-PREFIX_LENGTH: Final = max(
-    max(map(len, _CN_CARRIERS), default=0), *map(len, VIRTUAL_OPERATOR_SEGMENTS)
-)
+PREFIX_LENGTH: Final = max(max(map(len, _CN_CARRIERS), default=0), _CONTRACT_SEGMENT_LENGTH)
 
 
 def _build_prefix_table() -> dict[str, tuple[Operator | None, Operator | None]]:
-    """Fixed-length prefix -> (prefix operator, network operator), for every 1[3-9]…."""
+    """Fixed-length prefix -> (prefix operator, network operator), for every 1[3-9]….
+
+    On a contract segment the contract's operator wins, except that a virtual segment's
+    network operator stays libphonenumber's host network; elsewhere libphonenumber's
+    longest matching carrier prefix decides both.
+    """
     scale = 10 ** (PREFIX_LENGTH - 2)
-    table = {}
+    table: dict[str, tuple[Operator | None, Operator | None]] = {}
     for number in range(13 * scale, 20 * scale):
         prefix = str(number)
         network = None
@@ -252,8 +293,13 @@ def _build_prefix_table() -> dict[str, tuple[Operator | None, Operator | None]]:
             if name is not None:
                 network = _CARRIER_NAMES.get(name)
                 break
-        virtual = prefix.startswith(VIRTUAL_OPERATOR_SEGMENTS)
-        table[prefix] = (Operator.VNO if virtual else network, network)
+        contract = CONTRACT_SEGMENTS.get(prefix[:_CONTRACT_SEGMENT_LENGTH])
+        if contract is Operator.VNO:
+            table[prefix] = (Operator.VNO, network)
+        elif contract is not None:
+            table[prefix] = (contract, contract)
+        else:
+            table[prefix] = (network, network)
     return table
 
 
@@ -273,17 +319,23 @@ def prefix_rows() -> list[tuple[str, str | None, str | None]]:
 
 
 def network_operator(mobile: str) -> Operator | None:
-    """The operator that owns the number's segment per libphonenumber, or ``None``.
+    """The operator whose network the number's segment is on, or ``None``.
 
-    For virtual-operator segments this is the host network (e.g. 1703… -> CM).
-    ``mobile`` is a normalized 11-digit number.
+    On a non-virtual :data:`CONTRACT_SEGMENTS` segment this is the contract's operator;
+    on a virtual-operator segment it is libphonenumber's host network (e.g. 1703… -> CM,
+    possibly ``None``); elsewhere it is libphonenumber's carrier. ``mobile`` is a
+    normalized 11-digit number.
     """
     entry = _PREFIX_TABLE.get(mobile[:PREFIX_LENGTH])
     return None if entry is None else entry[1]
 
 
 def prefix_operator(mobile: str) -> Operator | None:
-    """``VNO`` on a virtual-operator segment, else :func:`network_operator`."""
+    """The operator the number's segment was allocated to (its original operator).
+
+    On a :data:`CONTRACT_SEGMENTS` segment this is the contract's operator (``VNO`` on a
+    virtual-operator segment); elsewhere it is libphonenumber's carrier, or ``None``.
+    """
     entry = _PREFIX_TABLE.get(mobile[:PREFIX_LENGTH])
     return None if entry is None else entry[0]
 

@@ -12,7 +12,7 @@ import pytest
 
 from mobile_status_dagster import settings
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer, number_truth
-from mobile_status_dagster.store.schema import ensure_schema
+from mobile_status_dagster.store.schema import DEFAULT_TABLES, ensure_schema
 from tests.support import COMMAND, base_env, query, run_cli, sample_numbers, seed_sets
 
 run = run_cli
@@ -282,6 +282,59 @@ def test_enrich_sets_end_to_end_prints_the_summary(
     assert DEMO_TOKEN not in second.stdout + second.stderr
 
 
+# One number on every segment of provider-api.md's "Number rules", with its operator;
+# the 4th digit 9 takes in 1349 (CM) too, which libphonenumber has no carrier for.
+CONTRACT_SEGMENT_NUMBERS: dict[str, str] = {
+    f"{segment}91234567": operator
+    for operator, segments in (
+        (
+            "CM",
+            "134 135 136 137 138 139 147 150 151 152 157 158 159 172 178 182 183 184 187 188"
+            " 195 197 198",
+        ),
+        ("CU", "130 131 132 145 155 156 166 175 176 185 186 196"),
+        ("CT", "133 149 153 173 177 180 181 189 190 191 193 199"),
+        ("CBN", "192"),
+        ("VNO", "162 165 167 170 171"),
+    )
+    for segment in segments.split()
+}
+
+
+def test_enrich_publishes_every_contract_segment_with_a_provider_status(
+    tmp_path: Path, db: Path, env: dict[str, str], simulator: SimulatorServer
+) -> None:
+    mobiles = list(CONTRACT_SEGMENT_NUMBERS)
+    path = tmp_path / "segments.csv"
+    path.write_text("mobile\n" + "\n".join(mobiles) + "\n", encoding="utf-8")
+    loaded = run("load", str(path), "--set", "segments", env=env)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == (
+        f"loaded {len(mobiles)} row(s) into set 'segments': {len(mobiles)} valid, 0 rejected"
+    )
+
+    result = run("enrich", "--set", "segments", "--quiet", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = query(
+        db,
+        "SELECT mobile, valid, invalid_reason, source, status_code, prefix_operator"
+        " FROM mobile_status WHERE set_id = 'segments' ORDER BY mobile",
+    )
+    assert rows == [
+        (m, True, None, "provider", number_truth(m)[0], CONTRACT_SEGMENT_NUMBERS[m])
+        for m in sorted(mobiles)
+    ]
+    assert all(status_code is not None for _, _, _, _, status_code, _ in rows)
+    # The contract's operator is also the network operator the ported flag compares with.
+    ported = query(
+        db, "SELECT mobile, operator, ported FROM mobile_status WHERE set_id = 'segments'"
+    )
+    for mobile, serving, is_ported in ported:
+        if CONTRACT_SEGMENT_NUMBERS[mobile] in ("CM", "CU", "CT"):
+            assert is_ported is (serving != CONTRACT_SEGMENT_NUMBERS[mobile]), mobile
+    assert sorted(str(entry.mobile) for entry in simulator.provider.ledger()) == sorted(mobiles)
+
+
 def test_enrich_unknown_set_is_refused(db: Path, env: dict[str, str]) -> None:
     seed_sets(db, {"real": sample_numbers(3)})
     result = run("enrich", "--set", "nope", "--quiet", env=env)
@@ -340,7 +393,7 @@ def test_enrich_with_a_malformed_token_names_the_setting(
 ) -> None:
     seed_sets(db, {"a": sample_numbers(3)})
     with duckdb.connect(str(db)) as conn:
-        ensure_schema(conn)  # not a fresh database: the summary can be printed
+        ensure_schema(conn, DEFAULT_TABLES)  # not a fresh database: the summary can be printed
     result = run("enrich", "--all", "--quiet", env=env | {settings.TOKEN: "not a token"})
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -79,6 +80,8 @@ CASES: list[tuple[object, str | None, str | None]] = [
     ("10012345678", None, "not_mobile"),
     ("14012345678", None, "unallocated"),
     ("15412345678", None, "unallocated"),
+    ("14912345678", "14912345678", None),  # libphonenumber lacks 149; the contract has it
+    ("+86 149-1234-5678", "14912345678", None),
 ]
 
 
@@ -150,7 +153,8 @@ def test_every_listed_character_is_handled_the_same_on_both_paths() -> None:
         ("17112345678", Operator.VNO, Operator.CU),
         ("16712345678", Operator.VNO, Operator.CU),
         ("16512345678", Operator.VNO, None),  # no carrier entry for 165
-        ("13491234567", None, None),  # 1349 has no carrier entry
+        ("13491234567", Operator.CM, Operator.CM),  # no carrier entry; the contract says CM
+        ("14912345678", Operator.CT, Operator.CT),  # not in libphonenumber; the contract: CT
     ],
 )
 def test_operators(mobile: str, prefix_op: Operator | None, network_op: Operator | None) -> None:
@@ -177,6 +181,19 @@ EXPECTED_CARRIER_CODES = {
 CN_CARRIERS = {key[2:]: names["en"] for key, names in CARRIER_DATA.items() if key.startswith("86")}
 
 
+def libphonenumber_carrier(prefix: str) -> Operator | None:
+    """The operator of libphonenumber's longest carrier prefix of ``prefix``, if any."""
+    matches = [key for key in CN_CARRIERS if prefix.startswith(key)]
+    return EXPECTED_CARRIER_CODES[CN_CARRIERS[max(matches, key=len)]] if matches else None
+
+
+def libphonenumber_says_mobile(mobile: str) -> bool:
+    return phonenumbers.number_type(phonenumbers.parse(mobile, "CN")) in (
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    )
+
+
 def test_every_cn_carrier_name_maps_to_an_operator() -> None:
     assert CN_CARRIERS
     assert set(CN_CARRIERS.values()) <= set(EXPECTED_CARRIER_CODES)
@@ -189,12 +206,14 @@ def test_prefix_table_is_the_longest_prefix_expansion() -> None:
     assert all(len(prefix) == n.PREFIX_LENGTH and prefix[1] in "3456789" for prefix in prefixes)
     assert max(map(len, CN_CARRIERS)) <= n.PREFIX_LENGTH
     for prefix, prefix_op, network_op in rows:
-        matches = [key for key in CN_CARRIERS if prefix.startswith(key)]
-        longest = max(matches, key=len) if matches else None
-        expected = None if longest is None else EXPECTED_CARRIER_CODES[CN_CARRIERS[longest]]
-        assert network_op == expected, prefix
-        virtual = prefix[:3] in {"162", "165", "167", "170", "171"}
-        assert prefix_op == (Operator.VNO if virtual else expected), prefix
+        carrier = libphonenumber_carrier(prefix)
+        contract = CONTRACT.get(prefix[:3])
+        if contract is Operator.VNO:
+            assert (prefix_op, network_op) == (Operator.VNO, carrier), prefix
+        elif contract is not None:
+            assert (prefix_op, network_op) == (contract, contract), prefix
+        else:
+            assert (prefix_op, network_op) == (carrier, carrier), prefix
         mobile = prefix.ljust(11, "0")
         assert n.network_operator(mobile) == network_op
         assert n.prefix_operator(mobile) == prefix_op
@@ -219,6 +238,161 @@ def test_prefix_table_is_the_longest_prefix_expansion() -> None:
 )
 def test_is_ported(serving: str | None, mobile: str, ported: bool | None) -> None:
     assert n.is_ported(serving, mobile) is ported
+
+
+# --- Contract segments (provider-api.md, "Number rules") ---------------------------
+
+
+def _segments(spans: str) -> list[str]:
+    """``"134-136 147"`` -> ``["134", "135", "136", "147"]``."""
+    out = []
+    for span in spans.split():
+        first, _, last = span.partition("-")
+        out += [str(segment) for segment in range(int(first), int(last or first) + 1)]
+    return out
+
+
+# Transcribed from provider-api.md, independently of numbers.CONTRACT_SEGMENTS.
+CONTRACT: dict[str, Operator] = {
+    **dict.fromkeys(
+        _segments("134-139 147 150-152 157-159 172 178 182-184 187 188 195 197 198"), Operator.CM
+    ),
+    **dict.fromkeys(_segments("130-132 145 155 156 166 175 176 185 186 196"), Operator.CU),
+    **dict.fromkeys(_segments("133 149 153 173 177 180 181 189-191 193 199"), Operator.CT),
+    **dict.fromkeys(_segments("192"), Operator.CBN),
+    **dict.fromkeys(_segments("162 165 167 170 171"), Operator.VNO),
+}
+TAILS = ("0000000", "1234567", "9999999")
+
+
+def segment_numbers(segment: str) -> list[str]:
+    """Numbers on ``segment``: every 4th digit, each with every tail in ``TAILS``."""
+    return [f"{segment}{digit}{tail}" for digit in "0123456789" for tail in TAILS]
+
+
+def decorated(mobile: str) -> str:
+    """``mobile`` as typed by a person, so it cannot take normalize's shortcut."""
+    return f"+86 {mobile[:3]}-{mobile[3:7]}-{mobile[7:]}"
+
+
+def contract_network(mobile: str) -> Operator | None:
+    """The network operator the contract implies (libphonenumber's host for a VNO)."""
+    operator = CONTRACT[mobile[:3]]
+    return libphonenumber_carrier(mobile) if operator is Operator.VNO else operator
+
+
+CONTRACT_NUMBERS = [mobile for segment in CONTRACT for mobile in segment_numbers(segment)]
+OTHER_SEGMENTS = [str(s) for s in range(130, 200) if str(s) not in CONTRACT]
+
+
+def test_contract_table_is_the_provider_api_list() -> None:
+    assert len(CONTRACT) == 23 + 12 + 12 + 1 + 5
+    assert dict(n.CONTRACT_SEGMENTS) == CONTRACT
+    assert n.VIRTUAL_OPERATOR_SEGMENTS == ("162", "165", "167", "170", "171")
+    assert all(re.fullmatch(r"1[3-9][0-9]", segment) for segment in CONTRACT)
+    assert {"140", "141", "142", "143", "144", "146", "148"} <= set(OTHER_SEGMENTS)
+
+
+@pytest.mark.parametrize(("segment", "operator"), sorted(CONTRACT.items()), ids=sorted(CONTRACT))
+def test_contract_segment_is_valid_with_the_contract_operator(
+    segment: str, operator: Operator
+) -> None:
+    for mobile in segment_numbers(segment):
+        assert n.normalize(mobile) == NormalizedNumber(mobile, None)
+        assert n.normalize(decorated(mobile)) == NormalizedNumber(mobile, None)
+        assert n.normalize(int(mobile)) == NormalizedNumber(mobile, None)
+        assert n.prefix_operator(mobile) is operator, mobile
+        assert n.network_operator(mobile) is contract_network(mobile), mobile
+
+
+def test_contract_segments_on_the_sql_path_match_the_scalar_path() -> None:
+    raws = [*CONTRACT_NUMBERS, *map(decorated, CONTRACT_NUMBERS)]
+    frame = normalize_frame(raws)
+    expected = [
+        (mobile, True, None, CONTRACT[mobile[:3]], contract_network(mobile))
+        for mobile in CONTRACT_NUMBERS
+    ] * 2
+    actual = list(
+        frame[
+            ["mobile", "valid", "invalid_reason", "prefix_operator", "network_operator"]
+        ].itertuples(index=False, name=None)
+    )
+    assert actual == expected
+    for raw, row in zip(raws, actual, strict=True):
+        mobile = n.normalize(raw).mobile
+        assert mobile is not None
+        assert row == (mobile, True, None, n.prefix_operator(mobile), n.network_operator(mobile))
+
+
+def test_contract_segments_through_normalized_numbers_sql() -> None:
+    with duckdb.connect() as conn:
+        conn.execute("CREATE TABLE numbers (id INTEGER, raw VARCHAR)")
+        conn.executemany(
+            "INSERT INTO numbers VALUES (?, ?)",
+            [(i, decorated(m) if i % 2 else m) for i, m in enumerate(CONTRACT_NUMBERS)],
+        )
+        register_number_rules(conn)
+        rows = conn.execute(
+            "SELECT mobile, valid, invalid_reason, prefix_operator, network_operator"
+            f" FROM ({normalized_numbers_sql('numbers', 'raw')}) ORDER BY id"
+        ).fetchall()
+    assert rows == [
+        (m, True, None, CONTRACT[m[:3]].value, contract_network(m)) for m in CONTRACT_NUMBERS
+    ]
+
+
+def test_149_is_valid_china_telecom_and_1349_is_china_mobile() -> None:
+    for mobile in ("14900000000", "14912345678", "14999999999"):
+        assert n.normalize(mobile) == NormalizedNumber(mobile, None)
+        assert (n.prefix_operator(mobile), n.network_operator(mobile)) == (Operator.CT,) * 2
+        assert n.is_ported("CT", mobile) is False
+        assert n.is_ported("CM", mobile) is True
+    for mobile in ("13490000000", "13491234567", "13499999999"):
+        assert n.normalize(mobile) == NormalizedNumber(mobile, None)
+        assert (n.prefix_operator(mobile), n.network_operator(mobile)) == (Operator.CM,) * 2
+        assert n.is_ported("CM", mobile) is False
+        assert n.is_ported("CU", mobile) is True
+    frame = normalize_frame(["+86 149 1234 5678", "134-9123-4567"])
+    assert list(frame["mobile"]) == ["14912345678", "13491234567"]
+    assert list(frame["prefix_operator"]) == ["CT", "CM"]
+    assert list(frame["network_operator"]) == ["CT", "CM"]
+
+
+@pytest.mark.skipif(
+    phonenumbers.__version__ != "9.0.43",
+    reason="the supplement is documented for the pinned phonenumbers 9.0.43",
+)
+def test_the_contract_supplements_libphonenumber_exactly_where_it_lags() -> None:
+    invalid, no_operator = set(), set()
+    for segment, operator in CONTRACT.items():
+        for mobile in segment_numbers(segment):
+            if not libphonenumber_says_mobile(mobile):
+                invalid.add(mobile[:4])
+            if operator is not Operator.VNO and libphonenumber_carrier(mobile) is not operator:
+                no_operator.add(mobile[:4])
+    assert invalid == {f"149{digit}" for digit in "0123456789"}
+    assert no_operator == invalid | {"1349"}
+    assert all(libphonenumber_carrier(prefix) is None for prefix in no_operator)
+
+
+@pytest.mark.parametrize("segment", OTHER_SEGMENTS)
+def test_segments_outside_the_contract_follow_libphonenumber(segment: str) -> None:
+    mobiles = segment_numbers(segment)
+    frame = normalize_frame(mobiles)
+    for mobile, row in zip(mobiles, frame.itertuples(index=False), strict=True):
+        allocated = libphonenumber_says_mobile(mobile)
+        expected = (
+            NormalizedNumber(mobile, None) if allocated else NormalizedNumber(None, "unallocated")
+        )
+        assert n.normalize(mobile) == expected
+        assert n.normalize(decorated(mobile)) == expected
+        assert (row.mobile, row.invalid_reason) == (expected.mobile, expected.reason)
+        carrier = libphonenumber_carrier(mobile)
+        assert n.prefix_operator(mobile) is carrier
+        assert n.network_operator(mobile) is carrier
+        assert (row.prefix_operator, row.network_operator) == (
+            (carrier,) * 2 if allocated else (None, None)
+        )
 
 
 # --- Masking ------------------------------------------------------------------------
@@ -320,25 +494,20 @@ def test_accepted_numbers_are_mainland_mobiles(raw: object) -> None:
     assert len(result.mobile) == 11
     assert all(char in _DIGITS for char in result.mobile)
     assert result.mobile[:2] in {f"1{digit}" for digit in "3456789"}
-    parsed = phonenumbers.parse(result.mobile, "CN")
-    assert phonenumbers.number_type(parsed) in (
-        phonenumbers.PhoneNumberType.MOBILE,
-        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
-    )
+    assert libphonenumber_says_mobile(result.mobile) or result.mobile[:3] in CONTRACT
 
 
 @settings(max_examples=300)
 @given(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True))
-def test_plain_numbers_are_accepted_exactly_when_libphonenumber_says_mobile(digits: str) -> None:
-    parsed = phonenumbers.parse(digits, "CN")
-    is_mobile = phonenumbers.number_type(parsed) in (
-        phonenumbers.PhoneNumberType.MOBILE,
-        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
-    )
+def test_plain_numbers_are_accepted_exactly_when_libphonenumber_or_the_contract_says_so(
+    digits: str,
+) -> None:
+    allocated = libphonenumber_says_mobile(digits) or digits[:3] in CONTRACT
     expected = (
-        NormalizedNumber(digits, None) if is_mobile else NormalizedNumber(None, "unallocated")
+        NormalizedNumber(digits, None) if allocated else NormalizedNumber(None, "unallocated")
     )
     assert n.normalize(digits) == expected
+    assert n.normalize(f"+86 {digits}") == expected  # past the already-normalized shortcut
 
 
 # Each example is one DuckDB run over a large batch; decorated numbers are weighted up so

@@ -156,9 +156,7 @@ def _rule_steps() -> list[tuple[str, str]]:
         ("__ms_mobile", _first_reason(f"NOT {full_match(n.MOBILE_PATTERN)}", n.REASON_NOT_MOBILE)),
         (
             "__ms_allocated",
-            _first_reason(
-                f"NOT {full_match(n.LIBPHONENUMBER_MOBILE_PATTERN)}", n.REASON_UNALLOCATED
-            ),
+            _first_reason(f"NOT {full_match(n.ALLOCATED_MOBILE_PATTERN)}", n.REASON_UNALLOCATED),
         ),
     ]
 
