@@ -77,9 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="seed sample sets, run the simulator, enrich twice")
     demo.add_argument(
-        "--dir", type=Path, default=Path("demo_output"), help="where to write (%(default)s)"
+        "--dir",
+        type=Path,
+        default=Path(settings.DEFAULT_DEMO_DIR),
+        help="where to write (%(default)s)",
     )
     demo.set_defaults(handler=_demo)
+
+    ui = commands.add_parser(
+        "ui", help="open the demo's data in the Dagster UI (dg dev), with a simulator"
+    )
+    ui.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(settings.DEFAULT_DEMO_DIR),
+        help="the demo's directory (%(default)s)",
+    )
+    ui.add_argument("--port", type=int, default=3000, help="webserver port (%(default)s)")
+    ui.set_defaults(handler=_ui)
     return parser
 
 
@@ -187,6 +202,12 @@ def _demo(args: argparse.Namespace) -> int:
     from mobile_status_dagster.demo import run_demo
 
     return run_demo(args.dir)
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from mobile_status_dagster.demo import run_ui
+
+    return run_ui(args.dir, port=args.port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,11 @@ enriches again to show that nothing is paid twice, and prints what happened.
 import csv
 import os
 import random
+import shlex
 import shutil
+import signal
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -112,13 +116,77 @@ def run_demo(directory: Path) -> int:
         written = export(str(db), "leads-2026-10", [Status.ONLINE], out)
         print(f"   wrote {written} numbers to {out}")
     print(
-        "8. open the Dagster UI on the same data:\n"
-        f"   DAGSTER_HOME={dagster_home} MOBILE_STATUS_DB={db.resolve()} .venv/bin/dagster dev\n"
-        "   (to materialize from the UI, also start `.venv/bin/mobile-status simulator` and set\n"
-        f"   {settings.BASE_URL}=http://127.0.0.1:8138 and {settings.TOKEN} to the simulator's\n"
-        "   demo token; see the README)"
+        "8. open the Dagster UI on the same data, with a simulator to materialize against:\n"
+        f"   {ui_command(directory)}\n"
+        "   (it starts the simulator on a free loopback port, sets MOBILE_STATUS_BASE_URL,\n"
+        "   MOBILE_STATUS_TOKEN, MOBILE_STATUS_UNIT_PRICE, MOBILE_STATUS_DB and DAGSTER_HOME,\n"
+        "   and runs `dg dev`; Ctrl-C stops both)"
     )
     return 0 if first.success and second.success else 1
+
+
+def ui_command(directory: Path) -> str:
+    """The command that opens the UI on the demo in ``directory``, as a user types it."""
+    command = Path(sys.executable).with_name("mobile-status")
+    try:
+        shown = command.relative_to(Path.cwd())
+    except ValueError:
+        shown = command
+    default = directory.resolve() == Path(settings.DEFAULT_DEMO_DIR).resolve()
+    return f"{shown} ui" + ("" if default else f" --dir {shlex.quote(str(directory))}")
+
+
+def run_ui(directory: Path, *, port: int = 3000) -> int:
+    """Serve the demo's data in the Dagster UI (``dg dev``) beside a simulator.
+
+    Everything the UI needs to materialize is set for the child process: the simulator's
+    URL and token, the demo's price, the DuckDB file and the Dagster home. Returns the
+    webserver's exit code.
+    """
+    db = directory / "mobile_status.duckdb"
+    if not db.is_file():
+        raise DemoDirectoryError(
+            f"{db} does not exist; run `make demo` (or `mobile-status demo --dir {directory}`)"
+        )
+    dagster_home = (directory / "dagster_home").resolve()
+    dagster_home.mkdir(exist_ok=True)
+    with SimulatorServer(SimulatorConfig(latency_ms=50, jitter_ms=10, seed=7)) as simulator:
+        env = os.environ | {
+            settings.BASE_URL: simulator.base_url,
+            settings.TOKEN: DEMO_TOKEN,
+            settings.UNIT_PRICE: DEMO_PRICE,
+            settings.DB: str(db.resolve()),
+            "DAGSTER_HOME": str(dagster_home),
+            "VIRTUAL_ENV": sys.prefix,  # the venv dg should use: the one running this
+        }
+        command, cwd = dev_server_command(port)
+        print(f"provider simulator on {simulator.base_url}; Dagster UI on http://127.0.0.1:{port}")
+        with subprocess.Popen(command, cwd=cwd, env=env) as server:  # noqa: S603 - our own dg
+            # dg dev shuts its webserver and daemon down on SIGINT; pass SIGTERM on as one.
+            previous = signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGINT))
+            try:
+                while True:
+                    try:
+                        return server.wait()
+                    except KeyboardInterrupt:
+                        server.send_signal(signal.SIGINT)
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def dev_server_command(port: int) -> tuple[list[str], Path | None]:
+    """``dg dev`` in this repository's dg project, or on the default definitions module.
+
+    From a source checkout (the repository is a dg project) ``dg dev`` runs in its
+    root; an installed package has no project, so ``dg dev -m`` loads the module.
+    """
+    dg = str(Path(sys.executable).with_name("dg"))
+    options = ["--host", "127.0.0.1", "--port", str(port)]
+    root = Path(__file__).resolve().parents[1]
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file() and "[tool.dg]" in pyproject.read_text(encoding="utf-8"):
+        return [dg, "dev", *options], root
+    return [dg, "dev", "-m", "mobile_status_dagster.definitions", *options], None
 
 
 MARKER = ".mobile-status-demo"

@@ -21,6 +21,7 @@ TIMEOUT_S = "MOBILE_STATUS_TIMEOUT_S"
 DUCKDB_MEMORY_LIMIT = "MOBILE_STATUS_DUCKDB_MEMORY_LIMIT"
 
 DEFAULT_DB = "mobile_status.duckdb"
+DEFAULT_DEMO_DIR = "demo_output"
 
 
 @dataclass(frozen=True)
