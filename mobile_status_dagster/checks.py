@@ -9,7 +9,7 @@ from mobile_status_dagster.freshness import Freshness
 from mobile_status_dagster.resources import closing_connect, resource_of
 from mobile_status_dagster.store import audit_checks
 from mobile_status_dagster.store.audit_checks import CheckOutcome
-from mobile_status_dagster.store.schema import Tables
+from mobile_status_dagster.store.schema import AUDIT, Tables
 from mobile_status_dagster.store.source import Partition, SourceTable
 
 
@@ -42,7 +42,7 @@ def build_checks(
         name="audit_reconciliation",
         required_resource_keys={duckdb_resource_key},
         description=(
-            "Every billed answer's order number is a billed call in provider_calls, "
+            f"Every billed answer's order number is a billed call in {tables.name(AUDIT)}, "
             "and billed order numbers are unique."
         ),
     )

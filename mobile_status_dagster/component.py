@@ -14,6 +14,7 @@ Dagster stores by name, never by value.
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import dagster as dg
@@ -21,6 +22,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mobile_status_dagster.assets import MobileStatusAssets, build_mobile_status_assets
+from mobile_status_dagster.errors import ConfigurationError
 from mobile_status_dagster.freshness import Freshness
 from mobile_status_dagster.names import MobileStatusNames
 from mobile_status_dagster.resources import MobileStatusResource
@@ -40,6 +42,17 @@ _TIME_PARTITIONS: dict[str, type[dg.TimeWindowPartitionsDefinition]] = {
     "weekly": dg.WeeklyPartitionsDefinition,
     "monthly": dg.MonthlyPartitionsDefinition,
 }
+_OFFSETS = frozenset({"minute_offset", "hour_offset", "day_offset"})
+# Dagster's definitions take **kwargs, so an offset their cadence lacks would pass silently.
+_OFFSETS_OF: dict[str, frozenset[str]] = {
+    "hourly": frozenset({"minute_offset"}),
+    "daily": frozenset({"minute_offset", "hour_offset"}),
+    "weekly": _OFFSETS,
+    "monthly": _OFFSETS,
+}
+
+
+# A number in the YAML may also be a "{{ … }}" template, rendered at load: `| str`.
 
 
 class ProviderModel(dg.Model):
@@ -47,30 +60,40 @@ class ProviderModel(dg.Model):
 
     base_url: str = f"{{{{ env.{BASE_URL} }}}}"
     token: str = f"{{{{ env.{TOKEN} }}}}"
-    token_placement: Literal["header", "query"] = "header"  # noqa: S105 - not a secret
-    timeout_s: float = 10.0
-    max_concurrency: int = 64
-    qps: float | None = None
-    max_retries: int = 3
+    token_placement: Literal["header", "query"] | str = "header"  # noqa: S105 - not a secret
+    timeout_s: float | str = 10.0
+    max_concurrency: int | str = 64
+    qps: float | str | None = None
+    max_retries: int | str = 3
     unit_price: str = "0"
     currency: str = "CNY"
-    max_billed_per_run: int | None = None
+    max_billed_per_run: int | str | None = None
 
 
 class FreshnessModel(dg.Model):
     """How long answers are served from the cache, in days; overrides keyed by status label."""
 
-    max_age_days: float = 30
-    by_status_days: dict[str, float] = Field(default_factory=dict)
+    max_age_days: float | str = 30
+    by_status_days: dict[str, float | str] = Field(default_factory=dict)
 
 
 class TimePartitionsModel(dg.Model):
-    """Time-window partitions over ``time_column`` instead of set partitions."""
+    """Time-window partitions over ``time_column`` instead of set partitions.
+
+    The offsets are those of Dagster's partitions definitions: ``minute_offset`` (every
+    cadence), ``hour_offset`` (daily, weekly, monthly), ``day_offset`` (weekly: 0 is
+    Sunday; monthly: the day of the month).
+    """
 
     cadence: TimeCadence = "daily"
     start_date: str
     end_date: str | None = None
     timezone: str | None = None
+    fmt: str | None = None
+    minute_offset: int | None = None
+    hour_offset: int | None = None
+    day_offset: int | None = None
+    end_offset: int | None = None
 
 
 def _secret_or_value(context: dg.ResolutionContext, raw: str) -> str:
@@ -82,17 +105,20 @@ def _secret_or_value(context: dg.ResolutionContext, raw: str) -> str:
 
 
 def _templates_resolved(context: dg.ResolutionContext, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with each ``{{ … }}`` string rendered; other values kept as written.
+    """``values`` with each ``{{ … }}`` string rendered, nested ones too; others as written.
 
     Rendering turns ``"0.05"`` into a float, so only strings holding a template go
     through it.
     """
-    return {
-        key: context.at_path(key).resolve_value(value)
-        if isinstance(value, str) and "{{" in value
-        else value
-        for key, value in values.items()
-    }
+    resolved: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            resolved[key] = _templates_resolved(context.at_path(key), value)
+        elif isinstance(value, str) and "{{" in value:
+            resolved[key] = context.at_path(key).resolve_value(value)
+        else:
+            resolved[key] = value
+    return resolved
 
 
 def resolve_provider(
@@ -115,7 +141,8 @@ def _env_resource() -> MobileStatusResource:
 def resolve_freshness(context: dg.ResolutionContext, freshness: FreshnessModel) -> Freshness:
     """:class:`Freshness` from day counts."""
     values = _templates_resolved(context, freshness.model_dump())
-    return Freshness.from_days(float(values["max_age_days"]), values["by_status_days"])
+    overrides = {label: float(days) for label, days in values["by_status_days"].items()}
+    return Freshness.from_days(float(values["max_age_days"]), overrides)
 
 
 def resolve_time_partitions(
@@ -126,6 +153,13 @@ def resolve_time_partitions(
         return None
     values = _templates_resolved(context, partitions.model_dump(exclude_none=True))
     cadence = values.pop("cadence")
+    refused = sorted(set(values) & _OFFSETS - _OFFSETS_OF[cadence])
+    if refused:
+        raise ConfigurationError(
+            "time_partitions",
+            f"{cadence} partitions take {', '.join(sorted(_OFFSETS_OF[cadence]))} only, "
+            f"not {', '.join(refused)}",
+        )
     return _TIME_PARTITIONS[cadence](**values)
 
 
@@ -243,9 +277,12 @@ class MobileStatusComponent(dg.Component, dg.Resolvable):
         )
 
     def build_duckdb_resource(self, context: dg.ComponentLoadContext) -> DuckDBResource:
-        """The DuckDB resource of ``database`` (relative paths: to the working directory)."""
+        """The DuckDB resource of ``database``; a relative path is under the project's root."""
         config = {"memory_limit": self.duckdb_memory_limit} if self.duckdb_memory_limit else {}
-        return DuckDBResource(database=self.database, connection_config=config)
+        database = Path(self.database)
+        if self.database != ":memory:" and not database.is_absolute():
+            database = context.project_root / database
+        return DuckDBResource(database=str(database), connection_config=config)
 
     def build_resources(
         self, context: dg.ComponentLoadContext, built: MobileStatusAssets

@@ -27,7 +27,9 @@ class MobileStatusNames:
     With ``key_prefix=("crm",)``: the assets are ``crm/mobile_status``,
     ``crm/mobile_status_summary`` and ``crm/mobile_status_charges``; every other name
     starts with ``crm_`` (``crm_mobile_status_sets``, ``crm_mobile_status_new_sets``, the
-    table ``crm_mobile_status``, …).
+    table ``crm_mobile_status``, …). The parts are joined with ``_``, so ``("crm", "cn")``
+    and ``"crm_cn"`` share every name but the asset keys: give two instances prefixes
+    that differ once joined.
     """
 
     key_prefix: tuple[str, ...] = ()

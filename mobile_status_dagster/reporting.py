@@ -6,7 +6,7 @@ from dagster_duckdb import DuckDBResource
 from mobile_status_dagster.metadata import charges_metadata, markdown_table
 from mobile_status_dagster.names import MobileStatusNames
 from mobile_status_dagster.resources import closing_connect, resource_of
-from mobile_status_dagster.store.schema import CHARGES, SUMMARY, Tables
+from mobile_status_dagster.store.schema import AUDIT, CHARGES, SUMMARY, Tables
 from mobile_status_dagster.store.summaries import rebuild_charges, rebuild_summary
 
 REBUILD_AFTER_ENRICHMENT = (
@@ -74,7 +74,9 @@ def build_reporting_assets(
         required_resource_keys={duckdb_resource_key},
         automation_condition=REBUILD_AFTER_ENRICHMENT,
         metadata={"dagster/table_name": tables.name(CHARGES)},
-        description="Calls, billed calls and cost per day × set × run, from provider_calls.",
+        description=(
+            f"Calls, billed calls and cost per day × set × run, from {tables.name(AUDIT)}."
+        ),
     )
     def mobile_status_charges(context: dg.AssetExecutionContext) -> dg.MaterializeResult:  # type: ignore[type-arg]
         duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
