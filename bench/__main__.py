@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench import client, pipeline
 from bench.report import Figure, print_table, write_json
-from mobile_status_dagster.resources import LiteralTokenWarning
+from mobile_status_dagster.integration.resources import LiteralTokenWarning
 
 SCENARIOS: dict[str, Callable[[bool], list[Figure]]] = {
     "throughput": client.throughput,  # 1 and 2

@@ -9,7 +9,7 @@ import httpx
 
 from bench.report import Figure
 from bench.simulator_process import simulator_process
-from mobile_status_dagster.client import AsyncMobileStatusClient, ClientSettings
+from mobile_status_dagster.core.client import AsyncMobileStatusClient, ClientSettings
 from mobile_status_dagster.simulator import DEMO_TOKEN
 from tests.support import sample_numbers
 

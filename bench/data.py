@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from mobile_status_dagster.store.schema import CACHE, DEFAULT_TABLES, SOURCE_DDL, ensure_schema
+from mobile_status_dagster.core.store.schema import CACHE, DEFAULT_TABLES, SOURCE_DDL, ensure_schema
 
 _PREFIXES = "['139', '138', '186', '189', '133', '150', '177', '198']"
 

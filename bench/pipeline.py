@@ -24,16 +24,16 @@ from bench.data import numbers_sql, pad_cache, seed_messy_set, write_journal
 from bench.report import Figure
 from bench.simulator_process import simulator_process
 from bench.worker import vm_hwm_mb
-from mobile_status_dagster import settings
-from mobile_status_dagster.assets import build_mobile_status_assets
-from mobile_status_dagster.client import AsyncMobileStatusClient, ClientSettings
-from mobile_status_dagster.freshness import Freshness
-from mobile_status_dagster.runs import materialize_sets
+from mobile_status_dagster.cli.runs import materialize_sets
+from mobile_status_dagster.core.client import AsyncMobileStatusClient, ClientSettings
+from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.store.plan import plan_run
+from mobile_status_dagster.core.store.record import fold_segment
+from mobile_status_dagster.core.store.schema import DEFAULT_TABLES, ensure_schema
+from mobile_status_dagster.core.store.source import Partition, SourceTable
+from mobile_status_dagster.integration import environment as settings
+from mobile_status_dagster.integration.assets import build_mobile_status_assets
 from mobile_status_dagster.simulator import DEMO_TOKEN
-from mobile_status_dagster.store.plan import plan_run
-from mobile_status_dagster.store.record import fold_segment
-from mobile_status_dagster.store.schema import DEFAULT_TABLES, ensure_schema
-from mobile_status_dagster.store.source import Partition, SourceTable
 from tests.support import COMMAND, base_env, resources_for
 
 LATENCY_MS = 50
@@ -259,7 +259,7 @@ def skip_path(quick: bool) -> list[Figure]:
 def _dagster_startup_s() -> float:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-c", "import mobile_status_dagster.definitions"],
+        [sys.executable, "-c", "import mobile_status_dagster.integration.definitions"],
         check=True,
         env=base_env(),
     )

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import duckdb
 
-from mobile_status_dagster.freshness import Freshness
-from mobile_status_dagster.store.plan import plan_run
-from mobile_status_dagster.store.schema import DEFAULT_TABLES
-from mobile_status_dagster.store.source import Partition, SourceTable
+from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.store.plan import plan_run
+from mobile_status_dagster.core.store.schema import DEFAULT_TABLES
+from mobile_status_dagster.core.store.source import Partition, SourceTable
 
 
 def plan(database: str, set_id: str) -> dict[str, float]:

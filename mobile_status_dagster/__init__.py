@@ -8,26 +8,26 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mobile_status_dagster.assets import (
+    from mobile_status_dagster.core.freshness import Freshness
+    from mobile_status_dagster.core.status import Status
+    from mobile_status_dagster.integration.assets import (
         MobileStatusRunConfig,
         build_mobile_status_assets,
         build_mobile_status_defs,
     )
-    from mobile_status_dagster.component import MobileStatusComponent
-    from mobile_status_dagster.freshness import Freshness
-    from mobile_status_dagster.names import MobileStatusNames
-    from mobile_status_dagster.resources import MobileStatusResource
-    from mobile_status_dagster.status import Status
+    from mobile_status_dagster.integration.component import MobileStatusComponent
+    from mobile_status_dagster.integration.names import MobileStatusNames
+    from mobile_status_dagster.integration.resources import MobileStatusResource
 
 _EXPORTS = {
-    "MobileStatusResource": "mobile_status_dagster.resources",
-    "MobileStatusRunConfig": "mobile_status_dagster.assets",
-    "build_mobile_status_assets": "mobile_status_dagster.assets",
-    "build_mobile_status_defs": "mobile_status_dagster.assets",
-    "Freshness": "mobile_status_dagster.freshness",
-    "MobileStatusComponent": "mobile_status_dagster.component",
-    "MobileStatusNames": "mobile_status_dagster.names",
-    "Status": "mobile_status_dagster.status",
+    "MobileStatusResource": "mobile_status_dagster.integration.resources",
+    "MobileStatusRunConfig": "mobile_status_dagster.integration.assets",
+    "build_mobile_status_assets": "mobile_status_dagster.integration.assets",
+    "build_mobile_status_defs": "mobile_status_dagster.integration.assets",
+    "Freshness": "mobile_status_dagster.core.freshness",
+    "MobileStatusComponent": "mobile_status_dagster.integration.component",
+    "MobileStatusNames": "mobile_status_dagster.integration.names",
+    "Status": "mobile_status_dagster.core.status",
 }
 
 __all__ = [

@@ -15,11 +15,11 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from mobile_status_dagster.assets import MobileStatusAssets, build_mobile_status_assets
-from mobile_status_dagster.resources import MobileStatusResource
-from mobile_status_dagster.runs import RunOutcome, materialize_sets
+from mobile_status_dagster.cli.runs import RunOutcome, materialize_sets
+from mobile_status_dagster.core.store.schema import SOURCE_DDL
+from mobile_status_dagster.integration.assets import MobileStatusAssets, build_mobile_status_assets
+from mobile_status_dagster.integration.resources import MobileStatusResource
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer, number_truth
-from mobile_status_dagster.store.schema import SOURCE_DDL
 
 PRICE = "0.05"
 COMMAND = Path(sys.executable).with_name("mobile-status")

@@ -10,9 +10,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mobile_status_dagster import settings
+from mobile_status_dagster.core.store.schema import DEFAULT_TABLES, ensure_schema
+from mobile_status_dagster.integration import environment as settings
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer, number_truth
-from mobile_status_dagster.store.schema import DEFAULT_TABLES, ensure_schema
 from tests.support import COMMAND, base_env, query, run_cli, sample_numbers, seed_sets
 
 run = run_cli

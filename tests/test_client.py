@@ -22,16 +22,16 @@ from typing import Any
 import httpx
 import pytest
 
-from mobile_status_dagster.client import (
+from mobile_status_dagster.core.client import (
     AsyncMobileStatusClient,
     CheckResult,
     ClientSettings,
     MobileStatusClient,
     Secret,
 )
-from mobile_status_dagster.client import async_client as async_client_module
-from mobile_status_dagster.client import settings as settings_module
-from mobile_status_dagster.errors import (
+from mobile_status_dagster.core.client import async_client as async_client_module
+from mobile_status_dagster.core.client import settings as settings_module
+from mobile_status_dagster.core.errors import (
     ConfigurationError,
     ConnectFailedError,
     ConnectionLostError,
@@ -51,8 +51,8 @@ from mobile_status_dagster.errors import (
     UnexpectedHTTPStatusError,
     UnknownProviderError,
 )
+from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.simulator import ODD_CODE, LedgerEntry, SimulatorServer, number_truth
-from mobile_status_dagster.status import Status
 from tests.support import numbers_with_status, sample_numbers
 
 TOKEN = "CLIENTtest0SECRET0a1b2c3d4e5f6Zq"

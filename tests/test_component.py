@@ -26,17 +26,17 @@ from dagster.components.resolved.errors import ResolutionException
 from dagster_duckdb import DuckDBResource
 from dagster_shared.yaml_utils import load_yaml_from_path
 
-from mobile_status_dagster import component as component_module
-from mobile_status_dagster.assets import MobileStatusAssets, build_mobile_status_assets
-from mobile_status_dagster.component import (
+from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.status import Status
+from mobile_status_dagster.integration import component as component_module
+from mobile_status_dagster.integration.assets import MobileStatusAssets, build_mobile_status_assets
+from mobile_status_dagster.integration.component import (
     FreshnessModel,
     MobileStatusComponent,
     ProviderModel,
 )
-from mobile_status_dagster.freshness import Freshness
-from mobile_status_dagster.resources import MobileStatusResource
+from mobile_status_dagster.integration.resources import MobileStatusResource
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer, number_truth
-from mobile_status_dagster.status import Status
 from tests.support import base_env, numbers_with_status, query, sample_numbers, seed_sets
 
 DG = Path(sys.executable).with_name("dg")

@@ -21,14 +21,19 @@ import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from mobile_status_dagster import settings
-from mobile_status_dagster.assets import build_mobile_status_assets
-from mobile_status_dagster.client import AsyncMobileStatusClient, ClientSettings
-from mobile_status_dagster.engine import EnrichmentJob, StoreWriteError, enrich, journal_dir_for
-from mobile_status_dagster.sensors import NEW_SETS_SENSOR
+from mobile_status_dagster.core.client import AsyncMobileStatusClient, ClientSettings
+from mobile_status_dagster.core.engine import (
+    EnrichmentJob,
+    StoreWriteError,
+    enrich,
+    journal_dir_for,
+)
+from mobile_status_dagster.core.store import Partition, SourceTable, file_connect
+from mobile_status_dagster.core.store.connection import Connect
+from mobile_status_dagster.integration import environment as settings
+from mobile_status_dagster.integration.assets import build_mobile_status_assets
+from mobile_status_dagster.integration.sensors import NEW_SETS_SENSOR
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
-from mobile_status_dagster.store import Partition, SourceTable, file_connect
-from mobile_status_dagster.store.connection import Connect
 from tests.support import (
     COMMAND,
     base_env,

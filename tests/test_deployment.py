@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from mobile_status_dagster import settings
+from mobile_status_dagster.integration import environment as settings
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
 from tests.support import base_env, query, run_cli, sample_numbers
 

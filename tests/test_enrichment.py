@@ -28,25 +28,29 @@ from dagster._core.storage.tags import (
 )
 from dagster_duckdb import DuckDBResource
 
-from mobile_status_dagster import numbers, settings
-from mobile_status_dagster.assets import (
+from mobile_status_dagster.cli.runs import RunOutcome, materialize_sets
+from mobile_status_dagster.core import numbers
+from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.status import Status
+from mobile_status_dagster.integration import environment as settings
+from mobile_status_dagster.integration.assets import (
     DEFAULT_PARTITIONS_NAME,
     PROVIDER_POOL,
     MobileStatusAssets,
     build_mobile_status_assets,
 )
-from mobile_status_dagster.automation import AUTOMATION_SENSOR
-from mobile_status_dagster.definitions import build_default_definitions, default_resources
-from mobile_status_dagster.freshness import Freshness
-from mobile_status_dagster.runs import RunOutcome, materialize_sets
-from mobile_status_dagster.sensors import NEW_SETS_SENSOR
+from mobile_status_dagster.integration.automation import AUTOMATION_SENSOR
+from mobile_status_dagster.integration.definitions import (
+    build_default_definitions,
+    default_resources,
+)
+from mobile_status_dagster.integration.sensors import NEW_SETS_SENSOR
 from mobile_status_dagster.simulator import (
     DEMO_TOKEN,
     LedgerEntry,
     SimulatorServer,
     number_truth,
 )
-from mobile_status_dagster.status import Status
 from tests.support import (
     PRICE,
     backdate,
@@ -835,7 +839,7 @@ def test_daily_partitions_over_a_time_column(simulator: SimulatorServer, db: Pat
 
 
 def test_default_definitions_load_with_assets_sensor_and_resources() -> None:
-    from mobile_status_dagster.definitions import defs
+    from mobile_status_dagster.integration.definitions import defs
 
     assert ASSET_KEY in defs.resolve_all_asset_keys()
     assert defs.resolve_assets_def(ASSET_KEY).partitions_def is not None

@@ -35,14 +35,20 @@ import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from mobile_status_dagster import cli, numbers, resources, settings
-from mobile_status_dagster.assets import build_mobile_status_assets
-from mobile_status_dagster.client import ClientSettings
-from mobile_status_dagster.engine import journal_dir_for
-from mobile_status_dagster.errors import ConfigurationError
-from mobile_status_dagster.resources import MobileStatusResource
-from mobile_status_dagster.runs import RunOutcome, materialize_sets
-from mobile_status_dagster.sensors import NEW_SETS_SENSOR
+from mobile_status_dagster.cli import main as cli_main
+from mobile_status_dagster.cli.main import EXIT_USAGE
+from mobile_status_dagster.cli.runs import RunOutcome, materialize_sets
+from mobile_status_dagster.core import numbers
+from mobile_status_dagster.core.client import ClientSettings
+from mobile_status_dagster.core.engine import journal_dir_for
+from mobile_status_dagster.core.errors import ConfigurationError
+from mobile_status_dagster.core.status import Status
+from mobile_status_dagster.core.store.schema import SOURCE_DDL
+from mobile_status_dagster.integration import environment as settings
+from mobile_status_dagster.integration import resources
+from mobile_status_dagster.integration.assets import build_mobile_status_assets
+from mobile_status_dagster.integration.resources import MobileStatusResource
+from mobile_status_dagster.integration.sensors import NEW_SETS_SENSOR
 from mobile_status_dagster.simulator import (
     DEMO_TOKEN,
     LedgerEntry,
@@ -50,8 +56,6 @@ from mobile_status_dagster.simulator import (
     SimulatorServer,
     number_truth,
 )
-from mobile_status_dagster.status import Status
-from mobile_status_dagster.store.schema import SOURCE_DDL
 from tests.support import query, rotating_decide, run_sets, sample_numbers, seed_sets
 
 #: Seeds the simulator's answers and fault draws (one seed: one sequence of faults).
@@ -813,7 +817,7 @@ def cli_env(sim: SimulatorServer, db: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cli.main(list(args))
+    code = cli_main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -856,7 +860,7 @@ def test_set_ids_with_quotes_and_semicolons_through_the_cli(
     mark = len(sim.provider.ledger())
     unknown = "x'); DELETE FROM mobile_status; --"
     code, _, err = _cli(capsys, "enrich", "--set", unknown, "--quiet")
-    assert code == cli.EXIT_USAGE
+    assert code == EXIT_USAGE
     line = _error_line(err)
     assert repr(unknown) in line
     assert "unknown set" in line
@@ -900,7 +904,7 @@ def test_cli_refuses_bad_settings_before_any_call_naming_the_variable(
     else:
         monkeypatch.setenv(variable, value)
     code, out, err = _cli(capsys, "enrich", "--set", "a", "--quiet")
-    assert code == cli.EXIT_USAGE
+    assert code == EXIT_USAGE
     assert variable in _error_line(err)
     assert DEMO_TOKEN not in out + err
     assert sim.provider.ledger() == []

@@ -18,12 +18,12 @@ import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from mobile_status_dagster.assets import MobileStatusAssets, build_mobile_status_assets
-from mobile_status_dagster.names import MobileStatusNames
-from mobile_status_dagster.resources import MobileStatusResource
-from mobile_status_dagster.runs import RunOutcome, materialize_sets
+from mobile_status_dagster.cli.runs import RunOutcome, materialize_sets
+from mobile_status_dagster.core.store.schema import Tables
+from mobile_status_dagster.integration.assets import MobileStatusAssets, build_mobile_status_assets
+from mobile_status_dagster.integration.names import MobileStatusNames
+from mobile_status_dagster.integration.resources import MobileStatusResource
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
-from mobile_status_dagster.store.schema import Tables
 from tests.support import PRICE, query, sample_numbers, seed_sets
 
 CRM_TOKEN = "CRMACCOUNT0TOKEN0000000000000000"

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers.carrierdata import CARRIER_DATA
 
-from mobile_status_dagster import numbers as n
-from mobile_status_dagster.numbers import NormalizedNumber, Operator
-from mobile_status_dagster.store.number_sql import (
+from mobile_status_dagster.core import numbers as n
+from mobile_status_dagster.core.numbers import NormalizedNumber, Operator
+from mobile_status_dagster.core.store.number_sql import (
     normalize_frame,
     normalized_numbers_sql,
     register_number_rules,

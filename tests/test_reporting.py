@@ -25,17 +25,22 @@ from dagster._core.storage.asset_check_execution_record import (
 )
 from dagster_duckdb import DuckDBResource
 
-from mobile_status_dagster import numbers, settings
-from mobile_status_dagster.assets import (
+from mobile_status_dagster.cli.commands import STATUS_COLUMNS, print_report
+from mobile_status_dagster.cli.runs import RunOutcome
+from mobile_status_dagster.core import numbers
+from mobile_status_dagster.core.engine.estimate import CostEstimate, estimate_cost
+from mobile_status_dagster.core.status import Status
+from mobile_status_dagster.core.store.connection import file_connect
+from mobile_status_dagster.core.store.schema import CHARGES, SUMMARY
+from mobile_status_dagster.core.store.source import Partition, SourceTable
+from mobile_status_dagster.integration import environment as settings
+from mobile_status_dagster.integration.assets import (
     DEFAULT_PARTITIONS_NAME,
     MobileStatusAssets,
     build_mobile_status_assets,
 )
-from mobile_status_dagster.automation import STALE_SCHEDULE
-from mobile_status_dagster.commands import STATUS_COLUMNS, print_report
-from mobile_status_dagster.engine.estimate import CostEstimate, estimate_cost
-from mobile_status_dagster.resources import MobileStatusResource
-from mobile_status_dagster.runs import RunOutcome
+from mobile_status_dagster.integration.automation import STALE_SCHEDULE
+from mobile_status_dagster.integration.resources import MobileStatusResource
 from mobile_status_dagster.simulator import (
     DEMO_TOKEN,
     LedgerEntry,
@@ -43,10 +48,6 @@ from mobile_status_dagster.simulator import (
     SimulatorServer,
     number_truth,
 )
-from mobile_status_dagster.status import Status
-from mobile_status_dagster.store.connection import file_connect
-from mobile_status_dagster.store.schema import CHARGES, SUMMARY
-from mobile_status_dagster.store.source import Partition, SourceTable
 from tests.support import (
     PRICE,
     backdate,

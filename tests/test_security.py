@@ -38,13 +38,14 @@ import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from mobile_status_dagster import cli, settings
-from mobile_status_dagster.assets import build_mobile_status_assets
-from mobile_status_dagster.demo import sample_sets
-from mobile_status_dagster.engine import journal_dir_for
-from mobile_status_dagster.numbers import normalize
-from mobile_status_dagster.resources import LiteralTokenWarning, MobileStatusResource
-from mobile_status_dagster.runs import RunOutcome, materialize_sets
+from mobile_status_dagster.cli import main as cli_main
+from mobile_status_dagster.cli.demo import sample_sets
+from mobile_status_dagster.cli.runs import RunOutcome, materialize_sets
+from mobile_status_dagster.core.engine import journal_dir_for
+from mobile_status_dagster.core.numbers import normalize
+from mobile_status_dagster.integration import environment as settings
+from mobile_status_dagster.integration.assets import build_mobile_status_assets
+from mobile_status_dagster.integration.resources import LiteralTokenWarning, MobileStatusResource
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
 from tests.support import COMMAND, rotating_decide, sample_numbers, seed_sets
 
@@ -365,8 +366,8 @@ def test_the_token_is_nowhere_and_numbers_are_masked_after_runs_with_faults(
         exports = tmp_path / "exports"
         exports.mkdir()
         for target in (exports / "online.csv", exports / "online.parquet"):
-            assert cli.main(["export", "--db", str(db), "--set", "a", "--out", str(target)]) == 0
-        assert cli.main(["report", "--db", str(db)]) == 0
+            assert cli_main(["export", "--db", str(db), "--set", "a", "--out", str(target)]) == 0
+        assert cli_main(["report", "--db", str(db)]) == 0
         sweep.texts += event_log_texts(instance, [r.run_id for r in sweep.runs])
     finally:
         instance.dispose()

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mobile_status_dagster.numbers import network_operator
+from mobile_status_dagster.core.numbers import network_operator
 from mobile_status_dagster.simulator import (
     DEMO_TOKEN,
     ODD_CODE,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from mobile_status_dagster.numbers import network_operator
+from mobile_status_dagster.core.numbers import network_operator
 
 STATUS_MIX: tuple[tuple[int, float], ...] = (
     (1, 0.82),  # online

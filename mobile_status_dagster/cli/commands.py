@@ -1,0 +1,192 @@
+"""What the ``mobile-status`` data commands do: enrich, plan, report, export."""
+
+import collections
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from mobile_status_dagster.cli.runs import RunOutcome, cli_instance, materialize_sets
+from mobile_status_dagster.core.engine.estimate import CostEstimate, estimate_cost
+from mobile_status_dagster.core.errors import MobileStatusError
+from mobile_status_dagster.core.status import Status
+from mobile_status_dagster.core.store.connection import file_connect
+from mobile_status_dagster.core.store.reports import (
+    Charges,
+    StatusCount,
+    charges_by_set,
+    charges_for_runs,
+    published_set_ids,
+    status_counts,
+)
+from mobile_status_dagster.core.store.schema import DEFAULT_TABLES
+from mobile_status_dagster.core.store.source import Partition, SourceTable, distinct_set_ids
+from mobile_status_dagster.core.store.summaries import export_set
+from mobile_status_dagster.integration.assets import build_mobile_status_assets
+from mobile_status_dagster.integration.definitions import default_resources
+from mobile_status_dagster.integration.environment import DeploymentSettings
+
+STATUS_COLUMNS = (*(s.label for s in Status), "invalid")
+
+
+class UnknownSetError(MobileStatusError):
+    """A requested set id has no rows in the source table."""
+
+
+@dataclass(frozen=True)
+class EnrichOutcome:
+    """The runs an ``enrich`` command started, over which sets."""
+
+    set_ids: tuple[str, ...]
+    runs: tuple[RunOutcome, ...]
+
+    @property
+    def success(self) -> bool:
+        """Every run succeeded."""
+        return all(run.success for run in self.runs)
+
+
+def require_database(db: str) -> None:
+    """Refuse to create an empty database where the user expects data."""
+    if db != ":memory:" and not Path(db).is_file():
+        raise UnknownSetError(f"database {db} does not exist; load a file first (or set --db)")
+
+
+def resolve_sets(db: str, set_ids: Sequence[str] | None, *, all_sets: bool) -> list[str]:
+    """The requested sets, checked against the source table (``--all``: every set)."""
+    require_database(db)
+    with file_connect(db)() as conn:
+        present = distinct_set_ids(conn, SourceTable())
+    wanted = present if all_sets else list(dict.fromkeys(set_ids or []))
+    known = set(present)
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        listed = ", ".join(present[:10]) or "none; load a file first"
+        raise UnknownSetError(
+            f"unknown set id(s) {', '.join(map(repr, unknown))} in {db} (known: {listed})"
+        )
+    if not wanted:
+        raise UnknownSetError(f"no sets in {db}; load a file first")
+    return wanted
+
+
+def enrich_sets(
+    deployment: DeploymentSettings,
+    *,
+    set_ids: Sequence[str] | None,
+    all_sets: bool = False,
+    force_refresh: bool = False,
+    max_billed: int | None = None,
+    log_level: str = "INFO",
+) -> EnrichOutcome:
+    """Materialize ``mobile_status`` for the sets (checked to exist first)."""
+    wanted = resolve_sets(deployment.db, set_ids, all_sets=all_sets)
+    runs = materialize_sets(
+        build_mobile_status_assets(),
+        resources=default_resources(deployment),
+        instance=cli_instance(),
+        set_ids=wanted,
+        force_refresh=force_refresh,
+        max_billed=max_billed,
+        log_level=log_level,
+    )
+    return EnrichOutcome(tuple(wanted), tuple(runs))
+
+
+def plan_sets(
+    deployment: DeploymentSettings,
+    *,
+    set_ids: Sequence[str] | None,
+    all_sets: bool = False,
+    force_refresh: bool = False,
+) -> CostEstimate:
+    """What enriching the sets would send and cost; no provider call."""
+    wanted = resolve_sets(deployment.db, set_ids, all_sets=all_sets)
+    return estimate_cost(
+        file_connect(deployment.db),
+        SourceTable(),
+        [Partition(key) for key in wanted],
+        unit_price=Decimal(deployment.unit_price),
+        force_refresh=force_refresh,
+    )
+
+
+def print_plan(estimate: CostEstimate) -> None:
+    """The plan as a table, and the estimate."""
+    header = ("set", "rows", "invalid", "numbers", "from cache", "to send")
+    print("   " + f"{header[0]:<16}" + "".join(f"{h:>12}" for h in header[1:]))
+    for s in estimate.plan.sets:
+        cells = (s.rows, s.invalid, s.distinct_valid, s.fresh, s.to_send)
+        print("   " + f"{s.set_id:<16}" + "".join(f"{c:>12}" for c in cells))
+    print(
+        f"   to send (de-duplicated across sets): {estimate.plan.to_send}; estimated cost at most "
+        f"{money(estimate.estimated_cost)} {estimate.currency} "
+        f"({estimate.unit_price} per billed call; unknown answers are free)"
+    )
+
+
+def print_summary(db: str, outcome: EnrichOutcome) -> None:
+    """Rows by set × status, by serving operator, and what the runs billed."""
+    with file_connect(db)() as conn:
+        counts = status_counts(conn, outcome.set_ids, tables=DEFAULT_TABLES)
+        charges = charges_for_runs(
+            conn, [run.run_id for run in outcome.runs], tables=DEFAULT_TABLES
+        )
+    _print_statuses(outcome.set_ids, counts)
+    for c in charges or [Charges(0, 0, 0, Decimal(0), "")]:
+        print(
+            f"   provider calls: {c.calls}, billed: {c.billed}, "
+            f"possibly billed: {c.possibly_billed}, cost: {money(c.cost)} {c.currency}".rstrip()
+        )
+
+
+def print_report(db: str, set_ids: Sequence[str] | None) -> None:
+    """The status and operator summary of published sets, and their charges."""
+    require_database(db)
+    with file_connect(db)() as conn:
+        wanted = list(set_ids) if set_ids else published_set_ids(conn, tables=DEFAULT_TABLES)
+        if not wanted:
+            raise UnknownSetError(f"nothing published in {db} yet; enrich a set first")
+        counts = status_counts(conn, wanted, tables=DEFAULT_TABLES)
+        charges = charges_by_set(conn, wanted, tables=DEFAULT_TABLES)
+    print("status by set:")
+    _print_statuses(wanted, counts)
+    print("charges by set (all runs):")
+    print(f"   {'set':<16}{'calls':>10}{'billed':>10}{'possibly':>10}{'cost':>16}")
+    for set_id, c in charges:
+        print(
+            f"   {set_id:<16}{c.calls:>10}{c.billed:>10}{c.possibly_billed:>10}"
+            f"{f'{money(c.cost)} {c.currency}':>16}"
+        )
+
+
+def export(db: str, set_id: str, statuses: Sequence[Status], out: Path) -> int:
+    """Write the set's numbers with ``statuses`` to ``out``; the count written."""
+    require_database(db)
+    with file_connect(db)() as conn:
+        return export_set(conn, set_id, statuses, out, tables=DEFAULT_TABLES)
+
+
+def money(amount: Decimal) -> str:
+    """An exact amount with at least two decimals: 148.50, 0.1125."""
+    exact = amount.normalize()
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        exact = exact.quantize(Decimal("0.01"))
+    return f"{exact:f}"
+
+
+def _print_statuses(set_ids: Sequence[str], counts: Sequence[StatusCount]) -> None:
+    by_set: dict[str, collections.Counter[str]] = {s: collections.Counter() for s in set_ids}
+    operators: collections.Counter[str] = collections.Counter()
+    for c in counts:
+        by_set.setdefault(c.set_id, collections.Counter())[c.status] += c.rows
+        if c.status != "invalid":
+            operators[c.operator] += c.rows
+    print("   " + f"{'set':<16}" + "".join(f"{s:>12}" for s in STATUS_COLUMNS))
+    for set_id, per_status in by_set.items():
+        if not per_status:
+            print("   " + f"{set_id:<16}" + "  (not published)")
+            continue
+        print("   " + f"{set_id:<16}" + "".join(f"{per_status[s]:>12}" for s in STATUS_COLUMNS))
+    print("   serving operator: " + ", ".join(f"{op} {n}" for op, n in sorted(operators.items())))

@@ -1,0 +1,408 @@
+"""The enrichment loop: plan → check in batches → record → publish. No Dagster here.
+
+Usable from a plain script::
+
+    import asyncio
+    from mobile_status_dagster.core.client import AsyncMobileStatusClient, ClientSettings
+    from mobile_status_dagster.core.engine import EnrichmentJob, enrich, journal_dir_for
+    from mobile_status_dagster.core.store import Partition, SourceTable, file_connect
+
+    async def main() -> None:
+        job = EnrichmentJob(source=SourceTable(), partitions=(Partition("set-a"),), run_id="r1")
+        settings = ClientSettings(base_url=url, token=token)
+        async with AsyncMobileStatusClient(settings) as client:
+            report = await enrich(
+                job,
+                client=client,
+                connect=file_connect("numbers.duckdb"),
+                journal_dir=journal_dir_for("numbers.duckdb"),
+            )
+        report.raise_if_stopped()
+
+    asyncio.run(main())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from mobile_status_dagster.core.client.async_client import AsyncMobileStatusClient
+from mobile_status_dagster.core.client.budget import ChargeBudget
+from mobile_status_dagster.core.client.results import CheckResult
+from mobile_status_dagster.core.engine.journal import Journal, Segment, leftover_segments
+from mobile_status_dagster.core.engine.latency import LatencySample
+from mobile_status_dagster.core.engine.provider_lock import provider_turn
+from mobile_status_dagster.core.errors import FatalProviderError, MobileStatusError
+from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.store.connection import Connect, DatabaseOpenError
+from mobile_status_dagster.core.store.plan import RunPlan, plan_run
+from mobile_status_dagster.core.store.publish import PartitionOutcome, publish_partitions
+from mobile_status_dagster.core.store.record import fold_segment, iter_spool
+from mobile_status_dagster.core.store.schema import DEFAULT_TABLES, Tables, ensure_schema
+from mobile_status_dagster.core.store.source import Partition, SourceTable
+
+log = logging.getLogger("mobile_status_dagster.core.engine")
+
+#: Fold the journal into DuckDB at least this often, and after this many answers.
+FOLD_EVERY_S = 2.0
+FOLD_EVERY_ANSWERS = 5000
+PROGRESS_EVERY_S = 5.0
+
+
+class StoreWriteError(MobileStatusError):
+    """DuckDB refused a write mid-run; the answers are safe in the journal."""
+
+
+class EnrichmentStopped(MobileStatusError):
+    """The run stopped before every partition could be published."""
+
+    def __init__(self, report: EnrichmentReport) -> None:
+        super().__init__(report.stop_message())
+        self.report = report
+
+
+@dataclass(frozen=True)
+class EnrichmentJob:
+    """What to enrich, and the terms: freshness, price, budget.
+
+    Args:
+        source: the user's table of numbers.
+        partitions: the partitions (sets or time windows) to enrich in this run.
+        run_id: recorded with every call and answer (the Dagster run id under Dagster).
+        freshness: how long answers are served from the cache.
+        force_refresh: ask the provider again even for fresh numbers.
+        unit_price: price of one billed call, recorded with each call.
+        currency: currency of ``unit_price``.
+        max_billed: stop before more than this many calls could be billed.
+        tables: the tables the run reads and writes (``Tables(prefix)`` for a second
+            instance in the same database).
+    """
+
+    source: SourceTable
+    partitions: tuple[Partition, ...]
+    run_id: str
+    freshness: Freshness = field(default_factory=Freshness)
+    force_refresh: bool = False
+    unit_price: Decimal = Decimal(0)
+    currency: str = "CNY"
+    max_billed: int | None = None
+    tables: Tables = DEFAULT_TABLES
+
+
+@dataclass
+class Progress:
+    """A progress snapshot for logs."""
+
+    done: int
+    total: int
+    billed: int
+    calls_per_s: float
+
+
+@dataclass
+class EnrichmentReport:
+    """What a run did: counts, money, per-partition outcomes, and why it stopped (if so)."""
+
+    run_id: str
+    plan: RunPlan
+    sent: int = 0
+    answered: int = 0
+    unresolved: int = 0
+    billed: int = 0
+    possibly_billed: int = 0
+    attempts: int = 0
+    cost: Decimal = Decimal(0)
+    currency: str = "CNY"
+    elapsed_s: float = 0.0
+    check_s: float = 0.0
+    by_status: collections.Counter[str] = field(default_factory=collections.Counter)
+    unresolved_by_error: collections.Counter[str] = field(default_factory=collections.Counter)
+    latencies: LatencySample = field(default_factory=LatencySample, repr=False)
+    outcomes: list[PartitionOutcome] = field(default_factory=list)
+    stop_reason: str | None = None
+
+    @property
+    def calls_per_s(self) -> float:
+        """Numbers checked per second of checking."""
+        return self.sent / self.check_s if self.check_s > 0 else 0.0
+
+    @property
+    def unfinished(self) -> list[PartitionOutcome]:
+        """Partitions not published in this run."""
+        return [o for o in self.outcomes if not o.published]
+
+    @property
+    def ok(self) -> bool:
+        """Every partition was published."""
+        return not self.unfinished and self.stop_reason is None
+
+    def stop_message(self) -> str:
+        """Why the run did not publish everything, and what to do."""
+        parts = []
+        if self.stop_reason:
+            parts.append(self.stop_reason)
+        empty = [o.set_id for o in self.unfinished if o.empty]
+        if empty:
+            parts.append(
+                f"no rows in the source table for partition(s) {', '.join(map(repr, empty))}; "
+                "check the set id (nothing was published or paid for them)"
+            )
+        unanswered = [o for o in self.unfinished if not o.empty]
+        if unanswered:
+            missing = sum(o.missing for o in unanswered)
+            keys = ", ".join(o.set_id for o in unanswered[:10])
+            more = "" if len(unanswered) <= 10 else f" and {len(unanswered) - 10} more"
+            parts.append(
+                f"{len(unanswered)} partition(s) not published ({keys}{more}): "
+                f"{missing} number(s) still have no answer"
+            )
+        if self.unresolved_by_error:
+            parts.append("numbers without an answer: " + _explain(self.unresolved_by_error))
+        parts.append(
+            f"{self.billed} billed answer(s) from this run are kept in the cache and the audit; "
+            "a rerun pays only for what is missing"
+        )
+        return "; ".join(parts)
+
+    def raise_if_stopped(self) -> None:
+        """Raise :class:`EnrichmentStopped` unless every partition was published."""
+        if not self.ok:
+            raise EnrichmentStopped(self)
+
+
+#: What to do about the errors that leave numbers without an answer.
+_ADVICE = {
+    "ConnectFailedError": "the provider could not be reached; check MOBILE_STATUS_BASE_URL "
+    "and the network",
+    "ResponseTimeoutError": "the provider did not answer in time (possibly billed); "
+    "check its status or raise MOBILE_STATUS_TIMEOUT_S",
+    "ConnectionLostError": "connections dropped after sending (possibly billed)",
+    "ServerError": "the provider answered HTTP 5xx",
+    "MalformedResponseError": "the provider's answers were not its JSON",
+    "ProviderInternalError": "the provider reported internal errors (5000)",
+    "OperatorTimeoutError": "the operator timed out (5002)",
+    "RequeryTooSoonError": "the provider asked to wait before asking again (4030)",
+    "RateLimitedError": "the provider kept refusing for QPS (4029); lower MOBILE_STATUS_QPS",
+    "UnknownProviderError": "the provider answered an undocumented code (see provider_calls)",
+}
+
+
+def _explain(errors: collections.Counter[str]) -> str:
+    return "; ".join(
+        f"{count} × {name}" + (f" ({_ADVICE[name]})" if name in _ADVICE else "")
+        for name, count in errors.most_common()
+    )
+
+
+def journal_dir_for(database: str, tables: Tables = DEFAULT_TABLES) -> Path:
+    """Where the answer journal of ``tables`` in ``database`` lives: next to the file.
+
+    ``<database>.journal`` for the default tables, ``<database>.<prefix>journal`` for
+    prefixed ones, so each instance folds only its own answers.
+    """
+    return Path(f"{database}.{tables.prefix}journal")
+
+
+def recover_journal(connect: Connect, journal_dir: Path, tables: Tables = DEFAULT_TABLES) -> int:
+    """Fold segments left by runs that died into DuckDB; return how many answers came back."""
+    recovered = 0
+    for segment in leftover_segments(journal_dir):
+        try:
+            with connect() as conn:
+                ensure_schema(conn, tables)
+                result = fold_segment(conn, segment.path, tables=tables)
+        except BaseException:
+            segment.release()
+            raise
+        segment.discard()
+        recovered += result.answers
+        if not result.already_folded:
+            log.info("recovered %d answer(s) from journal %s", result.answers, segment.path.name)
+    return recovered
+
+
+async def enrich(
+    job: EnrichmentJob,
+    *,
+    client: AsyncMobileStatusClient,
+    connect: Connect,
+    journal_dir: Path,
+    progress: Callable[[Progress], None] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> EnrichmentReport:
+    """Run ``job``: pay only for numbers not fresh in the cache, keep every answer.
+
+    Returns the report; a run that could not publish every partition has
+    ``report.ok == False`` and says why in ``report.stop_message()``.
+    """
+    started = time.perf_counter()
+    spool = journal_dir / f"{job.run_id}-{os.getpid()}.plan.parquet"
+    async with provider_turn(journal_dir):
+        now = clock()
+        await asyncio.to_thread(recover_journal, connect, journal_dir, job.tables)
+        with connect() as conn:
+            ensure_schema(conn, job.tables)
+            job.source.check_exists(conn)
+            plan = plan_run(
+                conn,
+                job.source,
+                job.partitions,
+                tables=job.tables,
+                freshness=job.freshness,
+                now=now,
+                force_refresh=job.force_refresh,
+                spool=spool,
+            )
+        report = EnrichmentReport(run_id=job.run_id, plan=plan, currency=job.currency)
+        try:
+            if plan.to_send:
+                await _check_all(job, report, client, connect, journal_dir, spool, progress)
+        finally:
+            spool.unlink(missing_ok=True)
+    try:
+        with connect() as conn:
+            report.outcomes = publish_partitions(
+                conn,
+                job.source,
+                job.partitions,
+                tables=job.tables,
+                run_id=job.run_id,
+                freshness=job.freshness,
+                now=now,
+                force_refresh=job.force_refresh,
+            )
+    except (duckdb.Error, DatabaseOpenError) as error:
+        raise StoreWriteError(
+            f"could not publish to DuckDB ({type(error).__name__}: {error}); every answer of "
+            "this run is already in the cache and the audit, so a rerun publishes without "
+            "paying again"
+        ) from None
+    report.cost = job.unit_price * report.billed
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+async def _check_all(
+    job: EnrichmentJob,
+    report: EnrichmentReport,
+    client: AsyncMobileStatusClient,
+    connect: Connect,
+    journal_dir: Path,
+    spool: Path,
+    progress: Callable[[Progress], None] | None,
+) -> None:
+    """Check the spooled numbers, journal each answer, fold the journal as it grows.
+
+    Stops feeding new numbers on a fatal provider error, on the budget, or when DuckDB
+    refuses a write; requests in flight always finish and are journaled.
+    """
+    journal = Journal(journal_dir, job.run_id, unit_price=job.unit_price, currency=job.currency)
+    budget = ChargeBudget(job.max_billed) if job.max_billed is not None else None
+    in_flight: dict[str, tuple[str, str]] = {}
+    stop: list[str] = []
+    store_errors: list[str] = []
+
+    async def numbers() -> AsyncIterator[str]:
+        for mobile, set_id, reason in iter_spool(spool):
+            # Workers wait in budget.reserve() for units in flight to come back.
+            if stop or (budget is not None and budget.exhausted):
+                return
+            in_flight[mobile] = (set_id, reason)
+            yield mobile
+
+    def persist(result: CheckResult) -> None:
+        # In the worker, the moment the answer exists: a kill loses only what is in flight.
+        journal.write(result, *in_flight[result.mobile])
+
+    async def fold(segment: Segment) -> None:
+        if store_errors:
+            segment.release()
+            return
+        try:
+            await asyncio.to_thread(_fold_and_discard, connect, segment, job.tables)
+        except (duckdb.Error, DatabaseOpenError) as error:
+            segment.release()
+            message = (
+                f"could not write answers to DuckDB ({type(error).__name__}: {error}); "
+                f"they are kept in the journal {journal_dir} and are recorded by the next run"
+            )
+            store_errors.append(message)
+            stop.append(message)
+
+    folding: asyncio.Task[None] | None = None
+    check_started = last_fold = last_progress = time.perf_counter()
+    since_fold = 0
+    try:
+        async for result in client.check_many(numbers(), on_result=persist, budget=budget):
+            in_flight.pop(result.mobile)
+            _count(report, result)
+            since_fold += 1
+            now = time.perf_counter()
+            if since_fold >= FOLD_EVERY_ANSWERS or now - last_fold >= FOLD_EVERY_S:
+                if folding is not None:
+                    await folding
+                folding = asyncio.create_task(fold(journal.rotate()))
+                since_fold, last_fold = 0, now
+            if progress is not None and now - last_progress >= PROGRESS_EVERY_S:
+                last_progress = now
+                report.check_s = now - check_started
+                progress(
+                    Progress(report.sent, report.plan.to_send, report.billed, report.calls_per_s)
+                )
+    except FatalProviderError as error:
+        stop.append(str(error))
+    except OSError as error:
+        message = f"could not write the answer journal in {journal_dir} ({error})"
+        store_errors.append(message)
+        stop.append(message)
+    finally:
+        report.check_s = time.perf_counter() - check_started
+        if folding is not None:
+            await folding
+        await fold(journal.current)
+    if budget is not None and report.sent < report.plan.to_send and not stop:
+        stop.append(
+            f"budget of {job.max_billed} billed call(s) reached; "
+            f"{report.plan.to_send - report.sent} number(s) remain unchecked; "
+            "rerun with a larger --max-billed (or max_billed run config) to continue"
+        )
+    if stop:
+        report.stop_reason = "; ".join(dict.fromkeys(stop))
+    if store_errors:
+        raise StoreWriteError(store_errors[0])
+
+
+def _fold_and_discard(connect: Connect, segment: Segment, tables: Tables) -> None:
+    with connect() as conn:  # the run's plan created the schema
+        fold_segment(conn, segment.path, tables=tables)
+    segment.discard()
+
+
+def _count(report: EnrichmentReport, result: CheckResult) -> None:
+    if not result.attempts:  # never sent (the budget was spent)
+        return
+    report.sent += 1
+    report.attempts += len(result.attempts)
+    report.billed += sum(1 for a in result.attempts if a.billed)
+    report.possibly_billed += sum(1 for a in result.attempts if a.possibly_billed)
+    for attempt in result.attempts:
+        report.latencies.add(attempt.latency_ms)
+    if result.status is not None:
+        report.answered += 1
+        report.by_status[result.status.label] += 1
+    else:
+        report.unresolved += 1
+        # A fatal error is the run's stop reason already; list what else left numbers open.
+        if result.error is not None and not isinstance(result.error, FatalProviderError):
+            report.unresolved_by_error[type(result.error).__name__] += 1

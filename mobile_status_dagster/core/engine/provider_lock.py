@@ -1,0 +1,43 @@
+"""One run at a time calls the provider for a database: a file lock beside its journal.
+
+Two runs planning overlapping sets at once would both pay for the shared numbers, and
+two runs calling at once would each use the account's whole QPS. Holding this lock
+from planning to the last answer makes concurrent runs take turns; each plans after
+the previous one recorded its answers, so it pays only for what is still missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+log = logging.getLogger("mobile_status_dagster.core.engine")
+
+LOCK_NAME = "provider.lock"
+_POLL_S = 0.25
+
+
+@contextlib.asynccontextmanager
+async def provider_turn(journal_dir: Path) -> AsyncIterator[None]:
+    """Wait until no other process is calling the provider for this database."""
+    journal_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(journal_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    log.info("another run is calling the provider for this database; waiting")
+                    waited = True
+                await asyncio.sleep(_POLL_S)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,150 @@
+"""Planning a run in SQL: normalize, de-duplicate, and keep only what is not fresh."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from mobile_status_dagster.core.errors import NumberRejectedError
+from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.store.number_sql import (
+    normalized_numbers_sql,
+    register_number_rules,
+)
+from mobile_status_dagster.core.store.schema import BILLED_CODES, Tables
+from mobile_status_dagster.core.store.source import Partition, SourceTable, source_rows_sql
+
+RUN_ROWS = "mobile_status_run_rows"
+"""TEMP table holding the normalized rows of the partitions being planned or published."""
+
+
+@dataclass(frozen=True)
+class SetPlan:
+    """What a run would do for one partition."""
+
+    set_id: str
+    rows: int
+    invalid: int
+    distinct_valid: int
+    fresh: int
+    to_send: int
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run would do: per partition, and the de-duplicated total to send."""
+
+    sets: tuple[SetPlan, ...]
+    to_send: int
+
+
+def max_age_sql(status_code_sql: str, freshness: Freshness) -> str:
+    """SQL for the max age, as an INTERVAL, of an answer with status ``status_code_sql``.
+
+    The ages are whole seconds from ``freshness``, written as integer literals.
+    """
+    default = int(freshness.max_age.total_seconds())
+    whens = " ".join(
+        f"WHEN {status.value} THEN {int(age.total_seconds())}"
+        for status, age in freshness.by_status.items()
+    )
+    seconds = f"(CASE {status_code_sql} {whens} ELSE {default} END)" if whens else str(default)
+    return f"to_seconds({seconds})"
+
+
+def fresh_sql(alias: str, freshness: Freshness) -> str:
+    """A predicate: the cache row ``alias`` is younger than its max age and worth keeping.
+
+    Worth keeping: a billed answer, or the provider's 4003 (it rejects a number our
+    rules accept; asking again within ``max_age`` would only repeat the 4003). Unknown
+    answers are never fresh. Uses the named parameter ``$now``.
+    """
+    kept = (
+        f"({alias}.status_code IN ({BILLED_CODES}) "
+        f"OR ({alias}.status_code IS NULL AND {alias}.provider_code = {NumberRejectedError.code}))"
+    )
+    age = max_age_sql(f"{alias}.status_code", freshness)
+    return f"({kept} AND {alias}.checked_at > CAST($now AS TIMESTAMPTZ) - {age})"
+
+
+def load_run_rows(
+    conn: duckdb.DuckDBPyConnection, source: SourceTable, partitions: Sequence[Partition]
+) -> None:
+    """Normalize the source rows of ``partitions`` into the TEMP table :data:`RUN_ROWS`."""
+    register_number_rules(conn)
+    rows_sql, params = source_rows_sql(source, partitions)
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE {RUN_ROWS} AS "
+        + normalized_numbers_sql(f"({rows_sql})", "mobile_raw"),
+        params,
+    )
+
+
+def plan_run(
+    conn: duckdb.DuckDBPyConnection,
+    source: SourceTable,
+    partitions: Sequence[Partition],
+    *,
+    tables: Tables,
+    freshness: Freshness,
+    now: datetime,
+    force_refresh: bool = False,
+    spool: Path | None = None,
+) -> RunPlan:
+    """Count what a run over ``partitions`` would send; write the numbers to ``spool``.
+
+    A number in several partitions is sent once, attributed to the first partition
+    (by key) that holds it. The spool is a Parquet file of ``(mobile, set_id, reason)`` ordered
+    by partition, so partitions finish in order; it is read back in batches. Each number
+    carries why it is sent: ``new``, ``stale``, ``retry`` (its last answer was unknown or
+    unusable) or ``forced``.
+    """
+    load_run_rows(conn, source, partitions)
+    fresh = fresh_sql("c", freshness)
+    params: dict[str, Any] = {"now": now, "force": force_refresh}
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE mobile_status_run_numbers AS
+        SELECT n.mobile, n.set_id, (NOT $force AND c.mobile IS NOT NULL AND {fresh}) AS fresh,
+               CASE WHEN $force THEN 'forced' WHEN c.mobile IS NULL THEN 'new'
+                    WHEN c.status_code IN ({BILLED_CODES}) THEN 'stale' ELSE 'retry' END AS reason
+        FROM (SELECT mobile, min(set_id) AS set_id FROM {RUN_ROWS} WHERE valid GROUP BY mobile) n
+        LEFT JOIN {tables.cache} c ON c.mobile = n.mobile
+        """,
+        params,
+    )
+    per_set = conn.execute(
+        f"""
+        WITH counts AS (
+            SELECT set_id, count(*) AS rows, count(*) FILTER (WHERE NOT valid) AS invalid
+            FROM {RUN_ROWS} GROUP BY set_id
+        ), numbers AS (
+            SELECT DISTINCT r.set_id, r.mobile, n.fresh
+            FROM {RUN_ROWS} r JOIN mobile_status_run_numbers n USING (mobile)
+            WHERE r.valid
+        )
+        SELECT c.set_id, c.rows, c.invalid,
+               count(n.mobile), count(n.mobile) FILTER (WHERE n.fresh),
+               count(n.mobile) FILTER (WHERE NOT n.fresh)
+        FROM counts c LEFT JOIN numbers n USING (set_id)
+        GROUP BY ALL ORDER BY c.set_id
+        """
+    ).fetchall()
+    to_send_sql = "SELECT mobile, set_id, reason FROM mobile_status_run_numbers WHERE NOT fresh"
+    (to_send,) = conn.execute(f"SELECT count(*) FROM ({to_send_sql})").fetchone() or (0,)
+    if spool is not None:
+        target = _path_literal(spool)
+        conn.execute(f"COPY ({to_send_sql} ORDER BY set_id, mobile) TO '{target}' (FORMAT parquet)")
+    planned = {row[0]: SetPlan(*row) for row in per_set}
+    sets = tuple(planned.get(p.key, SetPlan(p.key, 0, 0, 0, 0, 0)) for p in partitions)
+    return RunPlan(sets=sets, to_send=int(to_send))
+
+
+def _path_literal(path: Path) -> str:
+    # COPY TO takes no bound parameter for its target; quote the path as a literal.
+    return str(path).replace("'", "''")

@@ -1,0 +1,144 @@
+"""Derived tables and reads: the charges, the sorting summary, stale partitions, exports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from mobile_status_dagster.core.errors import MobileStatusError
+from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.status import Status
+from mobile_status_dagster.core.store.plan import RUN_ROWS, fresh_sql, load_run_rows
+from mobile_status_dagster.core.store.schema import BILLED_CODES, Tables, ensure_schema
+from mobile_status_dagster.core.store.source import Partition, SourceTable
+
+EXPORT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+class ExportError(MobileStatusError):
+    """An export could not be written; the message says why."""
+
+
+def rebuild_charges(conn: duckdb.DuckDBPyConnection, *, tables: Tables) -> int:
+    """Replace ``mobile_status_charges``: calls, billed calls and cost per day × set × run.
+
+    Days are UTC calendar days of ``requested_at``. Returns the number of rows.
+    """
+    ensure_schema(conn, tables)
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TABLE {tables.charges} AS
+        SELECT CAST(timezone('UTC', requested_at) AS DATE) AS day, set_id, run_id, currency,
+               count(*) AS calls,
+               count(*) FILTER (WHERE billed) AS billed_calls,
+               count(*) FILTER (WHERE possibly_billed) AS possibly_billed_calls,
+               coalesce(sum(unit_price) FILTER (WHERE billed), 0) AS cost
+        FROM {tables.audit}
+        GROUP BY ALL
+        ORDER BY day, set_id, run_id
+        """
+    )
+    return _count(conn, tables.charges)
+
+
+def rebuild_summary(conn: duckdb.DuckDBPyConnection, *, tables: Tables) -> int:
+    """Replace ``mobile_status_summary``: rows per set × status × operator × ported.
+
+    Invalid rows count under status ``invalid``; valid rows without an answer under
+    ``none``. Returns the number of rows.
+    """
+    ensure_schema(conn, tables)
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TABLE {tables.summary} AS
+        SELECT set_id,
+               CASE WHEN NOT valid THEN 'invalid' ELSE coalesce(status, 'none') END AS status,
+               operator, ported, count(*) AS numbers
+        FROM {tables.published}
+        GROUP BY ALL
+        ORDER BY set_id, status, operator, ported
+        """
+    )
+    return _count(conn, tables.summary)
+
+
+def stale_partitions(
+    conn: duckdb.DuckDBPyConnection,
+    source: SourceTable,
+    partitions: Sequence[Partition],
+    *,
+    tables: Tables,
+    freshness: Freshness,
+    now: datetime,
+) -> list[str]:
+    """Keys of ``partitions`` holding a valid number whose billed answer expired or is missing.
+
+    Unknown answers do not make a partition stale: they are asked again whenever the
+    partition runs, for free.
+    """
+    if not partitions:
+        return []
+    ensure_schema(conn, tables)
+    load_run_rows(conn, source, partitions)
+    fresh = fresh_sql("c", freshness)
+    rows = conn.execute(
+        f"""
+        SELECT DISTINCT r.set_id FROM {RUN_ROWS} r
+        LEFT JOIN {tables.cache} c ON c.mobile = r.mobile
+        WHERE r.valid
+          AND (c.mobile IS NULL OR (c.status_code IN ({BILLED_CODES}) AND NOT {fresh}))
+        ORDER BY r.set_id
+        """,
+        {"now": now},
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def export_set(
+    conn: duckdb.DuckDBPyConnection,
+    set_id: str,
+    statuses: Sequence[Status],
+    out: Path,
+    *,
+    tables: Tables,
+) -> int:
+    """Write the set's distinct numbers with one of ``statuses`` to ``out`` (.csv/.parquet).
+
+    Columns: mobile, status, operator, prefix_operator, ported, checked_at. Returns the
+    number of rows written.
+    """
+    kind = EXPORT_SUFFIXES.get(out.suffix.lower())
+    if kind is None:
+        raise ExportError(f"{out}: use a .csv or .parquet file name")
+    if not out.parent.is_dir():
+        raise ExportError(f"{out}: directory {out.parent} does not exist")
+    ensure_schema(conn, tables)
+    published = conn.execute(
+        f"SELECT count(*) FROM {tables.published} WHERE set_id = ?", [set_id]
+    ).fetchone()
+    if not published or not published[0]:
+        raise ExportError(f"set {set_id!r} has no published rows; enrich it first")
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE mobile_status_export AS
+        SELECT DISTINCT ON (mobile) mobile, status, operator, prefix_operator, ported, checked_at
+        FROM {tables.published}
+        WHERE set_id = ? AND valid AND status_code IN (SELECT unnest(CAST(? AS INTEGER[])))
+        ORDER BY mobile
+        """,
+        [set_id, [int(s) for s in statuses]],
+    )
+    target = str(out).replace("'", "''")
+    options = "FORMAT csv, HEADER true" if kind == "csv" else "FORMAT parquet"
+    conn.execute(
+        f"COPY (SELECT * FROM mobile_status_export ORDER BY mobile) TO '{target}' ({options})"
+    )
+    return _count(conn, "mobile_status_export")
+
+
+def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,93 @@
+"""Derived assets: the sorting summary and the reconciled charges."""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mobile_status_dagster.core.store.schema import AUDIT, CHARGES, SUMMARY, Tables
+from mobile_status_dagster.core.store.summaries import rebuild_charges, rebuild_summary
+from mobile_status_dagster.integration.metadata import charges_metadata, markdown_table
+from mobile_status_dagster.integration.names import MobileStatusNames
+from mobile_status_dagster.integration.resources import closing_connect, resource_of
+
+REBUILD_AFTER_ENRICHMENT = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after enrichment")
+"""When the derived assets rebuild: after any partition of ``mobile_status`` was published.
+
+Not ``AutomationCondition.eager()``: eager waits while any upstream partition is
+missing, and a set that was registered but never enriched would hold the summary back
+forever.
+"""
+
+
+def build_reporting_assets(
+    enrichment: dg.AssetsDefinition,
+    names: MobileStatusNames,
+    *,
+    group_name: str,
+    duckdb_resource_key: str,
+) -> list[dg.AssetsDefinition]:
+    """``mobile_status_summary`` and ``mobile_status_charges``, rebuilt after enrichment."""
+    tables: Tables = names.tables
+
+    @dg.asset(
+        key=names.summary,
+        deps=[enrichment],
+        group_name=group_name,
+        kinds={"duckdb"},
+        required_resource_keys={duckdb_resource_key},
+        automation_condition=REBUILD_AFTER_ENRICHMENT,
+        metadata={"dagster/table_name": tables.name(SUMMARY)},
+        description=(
+            "Per set: numbers by status × serving operator × ported — the keep/drop view."
+        ),
+    )
+    def mobile_status_summary(context: dg.AssetExecutionContext) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
+        with closing_connect(duckdb)() as conn:
+            rows = rebuild_summary(conn, tables=tables)
+            per_set = conn.execute(
+                f"SELECT set_id, status, sum(numbers) FROM {tables.summary} "
+                "GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+        statuses = sorted({status for _, status, _ in per_set})
+        counts = {(s, st): int(n) for s, st, n in per_set}
+        sets = sorted({s for s, _, _ in per_set})
+        table = markdown_table(
+            ("set", *statuses), ((s, *(counts.get((s, st), 0) for st in statuses)) for s in sets)
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": rows,
+                "mobile_status/sets": len(sets),
+                "mobile_status/by_set_and_status": dg.MetadataValue.md(table),
+            }
+        )
+
+    @dg.asset(
+        key=names.charges,
+        deps=[enrichment],
+        group_name=group_name,
+        kinds={"duckdb"},
+        required_resource_keys={duckdb_resource_key},
+        automation_condition=REBUILD_AFTER_ENRICHMENT,
+        metadata={"dagster/table_name": tables.name(CHARGES)},
+        description=(
+            f"Calls, billed calls and cost per day × set × run, from {tables.name(AUDIT)}."
+        ),
+    )
+    def mobile_status_charges(context: dg.AssetExecutionContext) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
+        with closing_connect(duckdb)() as conn:
+            rows = rebuild_charges(conn, tables=tables)
+            totals = conn.execute(
+                f"SELECT currency, sum(calls), sum(billed_calls), sum(cost) FROM {tables.charges} "
+                "GROUP BY ALL ORDER BY 1"
+            ).fetchall()
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": rows, **charges_metadata(totals)}
+        )
+
+    return [mobile_status_summary, mobile_status_charges]
