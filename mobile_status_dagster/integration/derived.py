@@ -4,8 +4,13 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mobile_status_dagster.core.store.schema import AUDIT, CHARGES, SUMMARY, Tables
-from mobile_status_dagster.core.store.summaries import rebuild_charges, rebuild_summary
-from mobile_status_dagster.integration.metadata import charges_metadata, markdown_table
+from mobile_status_dagster.core.store.summaries import (
+    charges_totals,
+    rebuild_charges,
+    rebuild_summary,
+    summary_by_set_and_status,
+)
+from mobile_status_dagster.integration.metadata import charges_metadata, summary_metadata
 from mobile_status_dagster.integration.names import MobileStatusNames
 from mobile_status_dagster.integration.resources import closing_connect, resource_of
 
@@ -48,22 +53,9 @@ def build_reporting_assets(
         duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
         with closing_connect(duckdb)() as conn:
             rows = rebuild_summary(conn, tables=tables)
-            per_set = conn.execute(
-                f"SELECT set_id, status, sum(numbers) FROM {tables.summary} "
-                "GROUP BY ALL ORDER BY ALL"
-            ).fetchall()
-        statuses = sorted({status for _, status, _ in per_set})
-        counts = {(s, st): int(n) for s, st, n in per_set}
-        sets = sorted({s for s, _, _ in per_set})
-        table = markdown_table(
-            ("set", *statuses), ((s, *(counts.get((s, st), 0) for st in statuses)) for s in sets)
-        )
+            per_set = summary_by_set_and_status(conn, tables=tables)
         return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": rows,
-                "mobile_status/sets": len(sets),
-                "mobile_status/by_set_and_status": dg.MetadataValue.md(table),
-            }
+            metadata={"dagster/row_count": rows, **summary_metadata(per_set)}
         )
 
     @dg.asset(
@@ -82,10 +74,7 @@ def build_reporting_assets(
         duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
         with closing_connect(duckdb)() as conn:
             rows = rebuild_charges(conn, tables=tables)
-            totals = conn.execute(
-                f"SELECT currency, sum(calls), sum(billed_calls), sum(cost) FROM {tables.charges} "
-                "GROUP BY ALL ORDER BY 1"
-            ).fetchall()
+            totals = charges_totals(conn, tables=tables)
         return dg.MaterializeResult(
             metadata={"dagster/row_count": rows, **charges_metadata(totals)}
         )

@@ -128,6 +128,23 @@ def partition_metadata(outcome: PartitionOutcome, report: EnrichmentReport) -> d
     return {"dagster/row_count": outcome.rows, **dict(own), **run_metadata(report)}
 
 
+def summary_metadata(per_set: Sequence[tuple[str, str, int]]) -> dict[str, Any]:
+    """``mobile_status_summary``: how many sets, and a markdown table of sets × statuses.
+
+    ``per_set`` rows are ``(set_id, status, numbers)``.
+    """
+    statuses = sorted({status for _, status, _ in per_set})
+    counts = {(set_id, status): numbers for set_id, status, numbers in per_set}
+    sets = sorted({set_id for set_id, _, _ in per_set})
+    table = markdown_table(
+        ("set", *statuses), ((s, *(counts.get((s, st), 0) for st in statuses)) for s in sets)
+    )
+    return {
+        f"{NAMESPACE}/sets": len(sets),
+        f"{NAMESPACE}/by_set_and_status": dg.MetadataValue.md(table),
+    }
+
+
 def charges_metadata(totals: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
     """``mobile_status_charges`` totals: calls, billed calls, and cost per currency.
 

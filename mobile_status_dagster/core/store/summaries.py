@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -63,6 +64,27 @@ def rebuild_summary(conn: duckdb.DuckDBPyConnection, *, tables: Tables) -> int:
         """
     )
     return _count(conn, tables.summary)
+
+
+def summary_by_set_and_status(
+    conn: duckdb.DuckDBPyConnection, *, tables: Tables
+) -> list[tuple[str, str, int]]:
+    """``(set_id, status, numbers)`` from the summary table, sorted."""
+    rows = conn.execute(
+        f"SELECT set_id, status, sum(numbers) FROM {tables.summary} GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    return [(str(s), str(st), int(n)) for s, st, n in rows]
+
+
+def charges_totals(
+    conn: duckdb.DuckDBPyConnection, *, tables: Tables
+) -> list[tuple[str, int, int, Decimal]]:
+    """``(currency, calls, billed calls, cost)`` over the charges table, one row per currency."""
+    rows = conn.execute(
+        f"SELECT currency, sum(calls), sum(billed_calls), sum(cost) FROM {tables.charges} "
+        "GROUP BY ALL ORDER BY 1"
+    ).fetchall()
+    return [(str(c), int(n), int(b), Decimal(cost)) for c, n, b, cost in rows]
 
 
 def stale_partitions(
