@@ -10,6 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from mobile_status_dagster.cli.main import EXIT_OK, EXIT_STATUS
+from mobile_status_dagster.core.errors import ErrorCategory
 from mobile_status_dagster.core.store.schema import DEFAULT_TABLES, ensure_schema
 from mobile_status_dagster.integration import environment as settings
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer, number_truth
@@ -45,9 +47,11 @@ def source_rows(db: Path) -> list[tuple[str, str | None]]:
     ]
 
 
-def assert_clean_error(result: subprocess.CompletedProcess[str], *texts: str) -> str:
-    """A non-zero exit with one ``error:`` line on stderr (no traceback); returns it."""
-    assert result.returncode != 0
+def assert_clean_error(
+    result: subprocess.CompletedProcess[str], *texts: str, status: ErrorCategory = "input"
+) -> str:
+    """Exit ``EXIT_STATUS[status]`` with one ``error:`` line on stderr (no traceback)."""
+    assert result.returncode == EXIT_STATUS[status], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -220,7 +224,7 @@ def test_load_into_an_unusable_database_fails_cleanly(
     path = tmp_path / "ok.csv"
     path.write_text("mobile\n13912345678\n", encoding="utf-8")
     result = run("load", str(path), "--set", "s", env=env | {settings.DB: str(database)})
-    assert_clean_error(result, str(database))
+    assert_clean_error(result, str(database), status="store")
     if problem == "not-a-database":
         assert database.read_text(encoding="utf-8") == "these are my notes\n"
 
@@ -367,7 +371,7 @@ def test_enrich_stopped_by_the_provider_says_why(
     seed_sets(db, {"a": sample_numbers(60)})
     simulator.provider.update_config(balance=5)
     result = run("enrich", "--set", "a", "--quiet", env=env)
-    assert result.returncode != 0
+    assert result.returncode == EXIT_STATUS["provider"]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
     assert "4002" in errors[0]
@@ -381,7 +385,7 @@ def test_enrich_failing_at_start_on_a_fresh_database_prints_no_traceback(
 ) -> None:
     seed_sets(db, {"a": sample_numbers(3)})
     result = run("enrich", "--all", "--quiet", env=env | {settings.TOKEN: "not a token"})
-    assert result.returncode == 1
+    assert result.returncode == EXIT_STATUS["input"]  # a malformed setting
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
@@ -395,7 +399,7 @@ def test_enrich_with_a_malformed_token_names_the_setting(
     with duckdb.connect(str(db)) as conn:
         ensure_schema(conn, DEFAULT_TABLES)  # not a fresh database: the summary can be printed
     result = run("enrich", "--all", "--quiet", env=env | {settings.TOKEN: "not a token"})
-    assert result.returncode == 1
+    assert result.returncode == EXIT_STATUS["input"]  # a malformed setting
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
     assert "token" in errors[0].replace(settings.TOKEN, "")
@@ -435,3 +439,30 @@ def test_demo_never_deletes_files_it_did_not_write(tmp_path: Path) -> None:
     precious.write_text("years of work\n", encoding="utf-8")
     run("demo", "--dir", str(directory), env=base_env(), cwd=tmp_path)
     assert precious.exists()
+
+
+def test_the_exit_status_follows_what_went_wrong(
+    db: Path, env: dict[str, str], simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    """0 done; 1 unfinished (the budget); 2 bad input; 3 the provider refused; 4 the store."""
+    seed_sets(db, {"a": sample_numbers(8, seed=31)})
+    budget = run("enrich", "--set", "a", "--max-billed", "2", "--quiet", env=env)
+    assert budget.returncode == EXIT_STATUS["unfinished"], budget.stderr
+    assert "budget" in budget.stderr
+
+    missing = run("load", str(tmp_path / "absent.csv"), "--set", "b", env=env)
+    assert missing.returncode == EXIT_STATUS["input"], missing.stderr
+
+    wrong = "WRONGxTOKEN000000000000000000000"  # well formed, refused by the provider (4001)
+    refused = run("enrich", "--set", "a", "--quiet", env=env | {settings.TOKEN: wrong})
+    assert refused.returncode == EXIT_STATUS["provider"], refused.stderr
+    assert "4001" in refused.stderr
+
+    unusable = tmp_path / "notes.duckdb"
+    unusable.write_text("not a database\n", encoding="utf-8")
+    store = run("report", "--db", str(unusable), env=env)
+    assert store.returncode == EXIT_STATUS["store"], store.stderr
+
+    done = run("enrich", "--set", "a", "--quiet", env=env)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert len(set(EXIT_STATUS.values())) == len(EXIT_STATUS)  # one status per category

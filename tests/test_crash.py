@@ -21,13 +21,10 @@ import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
+from mobile_status_dagster.cli.main import EXIT_STATUS
 from mobile_status_dagster.core.client import AsyncMobileStatusClient, ClientSettings
-from mobile_status_dagster.core.engine import (
-    EnrichmentJob,
-    StoreWriteError,
-    enrich,
-    journal_dir_for,
-)
+from mobile_status_dagster.core.engine import EnrichmentJob, enrich, journal_dir_for
+from mobile_status_dagster.core.errors import StoreWriteError
 from mobile_status_dagster.core.store import Partition, SourceTable, file_connect
 from mobile_status_dagster.core.store.connection import Connect
 from mobile_status_dagster.integration import environment as settings
@@ -134,7 +131,7 @@ def test_sigterm_stops_cleanly_keeps_every_answer_and_the_rerun_completes(db: Pa
         wait_for_calls(sim, 200)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
-        assert process.returncode != 0
+        assert process.returncode == EXIT_STATUS["interrupted"]
         assert "interrupted" in stderr
         assert "rerun" in stderr
         # The journal was folded on the way out: every answer that arrived is in DuckDB.

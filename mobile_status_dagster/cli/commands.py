@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mobile_status_dagster.cli.runs import RunOutcome, cli_instance, materialize_sets
 from mobile_status_dagster.core.engine.estimate import CostEstimate, estimate_cost
-from mobile_status_dagster.core.errors import MobileStatusError
+from mobile_status_dagster.core.errors import UnknownSetError
 from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.core.store.connection import file_connect
 from mobile_status_dagster.core.store.reports import (
@@ -27,10 +27,6 @@ from mobile_status_dagster.integration.definitions import default_resources
 from mobile_status_dagster.integration.environment import DeploymentSettings
 
 STATUS_COLUMNS = (*(s.label for s in Status), "invalid")
-
-
-class UnknownSetError(MobileStatusError):
-    """A requested set id has no rows in the source table."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from mobile_status_dagster.cli.commands import (
     print_plan,
     print_report,
 )
-from mobile_status_dagster.core.errors import MobileStatusError
+from mobile_status_dagster.core.errors import DemoDirectoryError
 from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.core.store.connection import file_connect
 from mobile_status_dagster.core.store.load import load_file
@@ -203,10 +203,6 @@ def _prepare(directory: Path) -> None:
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MARKER).write_text("written by `mobile-status demo`; safe to delete\n")
-
-
-class DemoDirectoryError(MobileStatusError):
-    """The demo was pointed at a directory it must not overwrite."""
 
 
 def _print_run(outcome: EnrichOutcome) -> None:

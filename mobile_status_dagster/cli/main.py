@@ -9,12 +9,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mobile_status_dagster.core.errors import ConfigurationError, MobileStatusError
+from mobile_status_dagster.core.errors import ConfigurationError, ErrorCategory, MobileStatusError
 from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.integration import environment as settings
 from mobile_status_dagster.simulator import add_simulator_arguments, run_simulator
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK = 0
+EXIT_STATUS: dict[ErrorCategory, int] = {
+    "unfinished": 1,  # a run could not publish everything: numbers left, budget spent
+    "input": 2,  # bad input or configuration: a file, a set id, a setting
+    "provider": 3,  # the provider refused: token, balance, service, wrong base URL
+    "store": 4,  # DuckDB could not be opened or written (paid answers are kept)
+    "interrupted": 130,  # SIGTERM or Ctrl-C
+}
+"""The exit status of ``mobile-status``, by the category of what went wrong."""
+EXIT_USAGE = EXIT_STATUS["input"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,7 +172,8 @@ def _enrich(args: argparse.Namespace) -> int:
                 f"error: run {run.run_id} ({', '.join(run.set_ids)}): {run.message}",
                 file=sys.stderr,
             )
-    return EXIT_OK if outcome.success else EXIT_FAILED
+    failed = [run for run in outcome.runs if not run.success]
+    return EXIT_STATUS[failed[0].category or "unfinished"] if failed else EXIT_OK
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -218,5 +228,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except MobileStatusError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_STATUS[error.category]
     return code

@@ -4,7 +4,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast, get_args
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -12,8 +12,10 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from mobile_status_dagster.core import errors
+from mobile_status_dagster.core.errors import ErrorCategory
 from mobile_status_dagster.integration.assets import MobileStatusAssets
-from mobile_status_dagster.integration.metadata import MobileStatusMetadataSet
+from mobile_status_dagster.integration.metadata import FAILURE_CATEGORY, MobileStatusMetadataSet
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class RunOutcome:
     """The first partition's metadata, as plain values."""
     usage: MobileStatusMetadataSet = field(default_factory=MobileStatusMetadataSet)
     """The same metadata's ``mobile_status/…`` figures, typed."""
+    category: ErrorCategory | None = None
+    """Why the run failed (``None`` when it succeeded): input, provider, store, …"""
 
 
 def cli_instance() -> dg.DagsterInstance:
@@ -111,7 +115,7 @@ def materialize_sets(
             if e.asset_key == built.enrichment.key
         ]
         raw = events[0].materialization.metadata if events else {}
-        message = None if result.success else _failure(result)
+        message, category = (None, None) if result.success else _failure(result)
         outcomes.append(
             RunOutcome(
                 result.run_id,
@@ -120,25 +124,32 @@ def materialize_sets(
                 message,
                 {k: v.value for k, v in raw.items()},
                 MobileStatusMetadataSet.extract(raw),
+                category,
             )
         )
     return outcomes
 
 
-def _failure(result: dg.ExecuteInProcessResult) -> str:
-    """The most specific reason a run failed: a step's failure, else any error event's."""
+def _failure(result: dg.ExecuteInProcessResult) -> tuple[str, ErrorCategory]:
+    """The most specific reason a run failed and its category.
+
+    A step's failure first (the asset's ``dg.Failure`` carries its category in the
+    metadata), else any error event's (e.g. a resource that failed to initialize).
+    """
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
             user = event.step_failure_data.user_failure_data
             if user is not None and user.description:
-                return user.description
+                entry = user.metadata.get(FAILURE_CATEGORY)
+                category = entry.value if entry is not None else None
+                return user.description, _category(category)
             if event.step_failure_data.error is not None:
-                return _innermost_message(event.step_failure_data.error)
+                return _innermost(event.step_failure_data.error)
     for event in result.all_events:
         error = getattr(event.event_specific_data, "error", None)
-        if error is not None:  # e.g. a resource that failed to initialize
-            return _innermost_message(error)
-    return "the run failed; see the Dagster event log"
+        if error is not None:
+            return _innermost(error)
+    return "the run failed; see the Dagster event log", "unfinished"
 
 
 INTERRUPTED = (
@@ -147,10 +158,23 @@ INTERRUPTED = (
 )
 
 
-def _innermost_message(error: Any) -> str:
+def _innermost(error: Any) -> tuple[str, ErrorCategory]:
     while getattr(error, "cause", None) is not None:
         error = error.cause
-    if getattr(error, "cls_name", None) == "DagsterExecutionInterruptedError":
-        return INTERRUPTED
+    name = getattr(error, "cls_name", None)
+    if name == "DagsterExecutionInterruptedError":
+        return INTERRUPTED, "interrupted"
+    # An error of ours, by the class Dagster serialized it with.
+    raised = getattr(errors, str(name), None)
+    category: ErrorCategory = "unfinished"
+    if isinstance(raised, type) and issubclass(raised, errors.MobileStatusError):
+        category = raised.category
     # Dagster's message reads "package.module.ErrorClass: text"; keep the text.
-    return re.sub(r"^[\w.]+: ", "", str(error.message).strip())
+    return re.sub(r"^[\w.]+: ", "", str(error.message).strip()), category
+
+
+def _category(value: object) -> ErrorCategory:
+    for category in get_args(ErrorCategory):
+        if value == category:
+            return cast(ErrorCategory, category)
+    return "unfinished"

@@ -1,11 +1,22 @@
-"""The library's errors, one class per case of the provider's error table.
+"""Every error the library raises, one class per case of the provider's error table.
 
-Every message is safe to log: none carries the token, and numbers are masked.
+Every message is safe to log: none carries the token, and numbers are masked. Each class
+carries its ``advice`` (what to do) and its ``category``, which the command line turns
+into its exit status.
 
 ::
 
     MobileStatusError
-    ├── ConfigurationError            a setting is missing or malformed (names it)
+    ├── InputError                    bad input: a file, a set id, a directory (category input)
+    │   ├── ConfigurationError        a setting is missing or malformed (names it)
+    │   ├── LoadError                 a number file cannot be loaded (names it)
+    │   ├── ExportError               an export cannot be written
+    │   ├── UnknownSetError           a set id with no rows, or no database yet
+    │   └── DemoDirectoryError        the demo must not overwrite this directory
+    ├── StoreError                    DuckDB failed (category store); paid answers are kept
+    │   ├── DatabaseOpenError         the file cannot be opened
+    │   └── StoreWriteError           a write was refused mid-run; answers are in the journal
+    ├── EnrichmentStopped             a run could not publish every partition
     ├── ProviderError                 the provider answered with a non-2000 code
     │   ├── FatalProviderError        stops the run: nothing else can succeed
     │   │   ├── InvalidTokenError           4001
@@ -31,7 +42,14 @@ Every message is safe to log: none carries the token, and numbers are masked.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from mobile_status_dagster.core.engine.enrich import EnrichmentReport
+
+ErrorCategory = Literal["input", "provider", "store", "interrupted", "unfinished"]
+"""What kind of failure: bad input or configuration, a provider refusal, a store failure,
+an interrupted run, or a run that could not finish (numbers left without an answer)."""
 
 
 class MobileStatusError(Exception):
@@ -39,9 +57,19 @@ class MobileStatusError(Exception):
 
     retryable: ClassVar[bool] = False
     possibly_billed: ClassVar[bool] = False
+    category: ClassVar[ErrorCategory] = "unfinished"
+    advice: ClassVar[str] = ""
+    """What to do about it. Fatal errors say it in their message; the others' advice
+    explains, in a run's stop message, why numbers were left without an answer."""
 
 
-class ConfigurationError(MobileStatusError, ValueError):
+class InputError(MobileStatusError):
+    """Bad input: the message names the file, setting, set id or directory at fault."""
+
+    category = "input"
+
+
+class ConfigurationError(InputError, ValueError):
     """A setting is missing or malformed; the message names the setting."""
 
     def __init__(self, setting: str, problem: str) -> None:
@@ -49,23 +77,65 @@ class ConfigurationError(MobileStatusError, ValueError):
         self.setting = setting
 
 
+class LoadError(InputError):
+    """A file could not be loaded; the message names the file and what is wrong."""
+
+
+class ExportError(InputError):
+    """An export could not be written; the message says why."""
+
+
+class UnknownSetError(InputError):
+    """A requested set id has no rows in the source table (or there is no database yet)."""
+
+
+class DemoDirectoryError(InputError):
+    """The demo was pointed at a directory it must not overwrite."""
+
+
+class StoreError(MobileStatusError):
+    """DuckDB could not be opened or written; every paid answer is kept."""
+
+    category = "store"
+
+
+class DatabaseOpenError(StoreError):
+    """The DuckDB file cannot be opened; the message names it."""
+
+
+class StoreWriteError(StoreError):
+    """DuckDB refused a write mid-run; the answers are safe in the journal."""
+
+
+class EnrichmentStopped(MobileStatusError):
+    """The run stopped before every partition could be published (``report`` says why)."""
+
+    def __init__(self, report: EnrichmentReport) -> None:
+        super().__init__(report.stop_message())
+        self.report = report
+
+
 class ProviderError(MobileStatusError):
     """The provider answered with an error code (no order number, never billed)."""
 
     code: ClassVar[int | None] = None
-    advice: ClassVar[str] = ""
 
     def __init__(self, code: int | None, provider_message: str | None) -> None:
         self.provider_code = code
         self.provider_message = provider_message
-        text = f"provider code {code}: {provider_message or 'no message'}"
-        if self.advice:
-            text = f"{text}. {self.advice}"
-        super().__init__(text)
+        super().__init__(self._text(f"provider code {code}: {provider_message or 'no message'}"))
+
+    def _text(self, text: str) -> str:
+        return text
 
 
 class FatalProviderError(ProviderError):
     """No further call can succeed: the run stops after in-flight requests finish."""
+
+    category = "provider"
+
+    def _text(self, text: str) -> str:
+        return f"{text}. {self.advice}" if self.advice else text
 
 
 class InvalidTokenError(FatalProviderError):
@@ -108,6 +178,8 @@ class NumberRejectedError(ProviderError):
 class UnknownProviderError(ProviderError):
     """A code the contract does not document; recorded verbatim, not retried."""
 
+    advice = "the provider answered an undocumented code (see provider_calls)"
+
 
 class RetryableProviderError(ProviderError):
     """A provider-side condition that may clear: retried with backoff."""
@@ -119,18 +191,21 @@ class RateLimitedError(RetryableProviderError):
     """4029: the account's QPS limit was exceeded."""
 
     code = 4029
+    advice = "the provider kept refusing for QPS (4029); lower MOBILE_STATUS_QPS"
 
 
 class RequeryTooSoonError(RetryableProviderError):
     """4030: the same number was queried again too soon."""
 
     code = 4030
+    advice = "the provider asked to wait before asking again (4030)"
 
 
 class ProviderInternalError(RetryableProviderError):
     """5000: the provider's internal error."""
 
     code = 5000
+    advice = "the provider reported internal errors (5000)"
 
 
 class OperatorRefusedError(RetryableProviderError):
@@ -143,6 +218,7 @@ class OperatorTimeoutError(RetryableProviderError):
     """5002: the network operator timed out."""
 
     code = 5002
+    advice = "the operator timed out (5002)"
 
 
 PROVIDER_ERRORS: dict[int, type[ProviderError]] = {
@@ -180,21 +256,30 @@ class TransportError(MobileStatusError):
 class ConnectFailedError(TransportError):
     """The connection could not be made, so the request was never sent."""
 
+    advice = "the provider could not be reached; check MOBILE_STATUS_BASE_URL and the network"
+
 
 class ResponseTimeoutError(TransportError):
     """The request was sent but no answer arrived in time: the provider may have billed it."""
 
     possibly_billed = True
+    advice = (
+        "the provider did not answer in time (possibly billed); "
+        "check its status or raise MOBILE_STATUS_TIMEOUT_S"
+    )
 
 
 class ConnectionLostError(TransportError):
     """The connection dropped after the request was sent: possibly billed."""
 
     possibly_billed = True
+    advice = "connections dropped after sending (possibly billed)"
 
 
 class ServerError(TransportError):
     """HTTP 5xx from the provider or a gateway in front of it."""
+
+    advice = "the provider answered HTTP 5xx"
 
     def __init__(self, http_status: int) -> None:
         super().__init__(f"HTTP {http_status} from the provider")
@@ -203,3 +288,5 @@ class ServerError(TransportError):
 
 class MalformedResponseError(TransportError):
     """The body is not the provider's JSON; the message quotes a short, safe excerpt."""
+
+    advice = "the provider's answers were not its JSON"

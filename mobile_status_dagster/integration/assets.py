@@ -27,9 +27,9 @@ from mobile_status_dagster.integration.automation import (
 from mobile_status_dagster.integration.checks import build_checks
 from mobile_status_dagster.integration.derived import build_reporting_assets
 from mobile_status_dagster.integration.metadata import (
+    failure_metadata,
     partition_metadata,
     published_column_schema,
-    run_metadata,
 )
 from mobile_status_dagster.integration.names import MobileStatusNames
 from mobile_status_dagster.integration.resources import (
@@ -249,7 +249,7 @@ def build_mobile_status_assets(
                         partition=outcome.set_id,
                         metadata=partition_metadata(outcome, report),
                     )
-            raise dg.Failure(description=report.stop_message(), metadata=run_metadata(report))
+            raise dg.Failure(description=report.stop_message(), metadata=failure_metadata(report))
 
     def to_partitions(keys: Sequence[str]) -> tuple[Partition, ...]:
         return _partitions(keys, resolved_partitions)

@@ -20,6 +20,8 @@ from mobile_status_dagster.core.engine import EnrichmentReport
 from mobile_status_dagster.core.store.publish import PartitionOutcome
 
 NAMESPACE = "mobile_status"
+FAILURE_CATEGORY = f"{NAMESPACE}/failure_category"
+"""On a failed run's ``dg.Failure``: input, provider, store, interrupted or unfinished."""
 
 
 class MobileStatusMetadataSet(NamespacedMetadataSet):
@@ -109,6 +111,11 @@ def run_metadata(report: EnrichmentReport) -> dict[str, Any]:
         ),
     )
     return dict(figures)
+
+
+def failure_metadata(report: EnrichmentReport) -> dict[str, Any]:
+    """A failed run's usage (:func:`run_metadata`) and its failure category."""
+    return {**run_metadata(report), FAILURE_CATEGORY: report.category or "unfinished"}
 
 
 def partition_metadata(outcome: PartitionOutcome, report: EnrichmentReport) -> dict[str, Any]:

@@ -43,9 +43,17 @@ from mobile_status_dagster.core.client.results import CheckResult
 from mobile_status_dagster.core.engine.journal import Journal, Segment, leftover_segments
 from mobile_status_dagster.core.engine.latency import LatencySample
 from mobile_status_dagster.core.engine.provider_lock import provider_turn
-from mobile_status_dagster.core.errors import FatalProviderError, MobileStatusError
+from mobile_status_dagster.core.errors import (
+    BudgetExhaustedError,
+    DatabaseOpenError,
+    EnrichmentStopped,
+    ErrorCategory,
+    FatalProviderError,
+    MobileStatusError,
+    StoreWriteError,
+)
 from mobile_status_dagster.core.freshness import Freshness
-from mobile_status_dagster.core.store.connection import Connect, DatabaseOpenError
+from mobile_status_dagster.core.store.connection import Connect
 from mobile_status_dagster.core.store.plan import RunPlan, plan_run
 from mobile_status_dagster.core.store.publish import PartitionOutcome, publish_partitions
 from mobile_status_dagster.core.store.record import fold_segment, iter_spool
@@ -58,18 +66,6 @@ log = logging.getLogger("mobile_status_dagster.core.engine")
 FOLD_EVERY_S = 2.0
 FOLD_EVERY_ANSWERS = 5000
 PROGRESS_EVERY_S = 5.0
-
-
-class StoreWriteError(MobileStatusError):
-    """DuckDB refused a write mid-run; the answers are safe in the journal."""
-
-
-class EnrichmentStopped(MobileStatusError):
-    """The run stopped before every partition could be published."""
-
-    def __init__(self, report: EnrichmentReport) -> None:
-        super().__init__(report.stop_message())
-        self.report = report
 
 
 @dataclass(frozen=True)
@@ -117,20 +113,21 @@ class EnrichmentReport:
     run_id: str
     plan: RunPlan
     sent: int = 0
-    answered: int = 0
-    unresolved: int = 0
     billed: int = 0
     possibly_billed: int = 0
     attempts: int = 0
     cost: Decimal = Decimal(0)
     currency: str = "CNY"
-    elapsed_s: float = 0.0
     check_s: float = 0.0
     by_status: collections.Counter[str] = field(default_factory=collections.Counter)
-    unresolved_by_error: collections.Counter[str] = field(default_factory=collections.Counter)
+    unresolved_by_error: collections.Counter[type[MobileStatusError]] = field(
+        default_factory=collections.Counter
+    )
     latencies: LatencySample = field(default_factory=LatencySample, repr=False)
     outcomes: list[PartitionOutcome] = field(default_factory=list)
     stop_reason: str | None = None
+    stopped_by: type[MobileStatusError] | None = None
+    """The error that stopped the run early (a fatal provider error, the budget), if any."""
 
     @property
     def calls_per_s(self) -> float:
@@ -175,33 +172,24 @@ class EnrichmentReport:
         )
         return "; ".join(parts)
 
+    @property
+    def category(self) -> ErrorCategory | None:
+        """What kind of failure this is (``None`` when every partition was published)."""
+        if self.ok:
+            return None
+        return self.stopped_by.category if self.stopped_by is not None else "unfinished"
+
     def raise_if_stopped(self) -> None:
         """Raise :class:`EnrichmentStopped` unless every partition was published."""
         if not self.ok:
             raise EnrichmentStopped(self)
 
 
-#: What to do about the errors that leave numbers without an answer.
-_ADVICE = {
-    "ConnectFailedError": "the provider could not be reached; check MOBILE_STATUS_BASE_URL "
-    "and the network",
-    "ResponseTimeoutError": "the provider did not answer in time (possibly billed); "
-    "check its status or raise MOBILE_STATUS_TIMEOUT_S",
-    "ConnectionLostError": "connections dropped after sending (possibly billed)",
-    "ServerError": "the provider answered HTTP 5xx",
-    "MalformedResponseError": "the provider's answers were not its JSON",
-    "ProviderInternalError": "the provider reported internal errors (5000)",
-    "OperatorTimeoutError": "the operator timed out (5002)",
-    "RequeryTooSoonError": "the provider asked to wait before asking again (4030)",
-    "RateLimitedError": "the provider kept refusing for QPS (4029); lower MOBILE_STATUS_QPS",
-    "UnknownProviderError": "the provider answered an undocumented code (see provider_calls)",
-}
-
-
-def _explain(errors: collections.Counter[str]) -> str:
+def _explain(errors: collections.Counter[type[MobileStatusError]]) -> str:
+    """``3 × ConnectFailedError (the provider could not be reached; …)``, most common first."""
     return "; ".join(
-        f"{count} × {name}" + (f" ({_ADVICE[name]})" if name in _ADVICE else "")
-        for name, count in errors.most_common()
+        f"{count} × {error.__name__}" + (f" ({error.advice})" if error.advice else "")
+        for error, count in errors.most_common()
     )
 
 
@@ -246,7 +234,6 @@ async def enrich(
     Returns the report; a run that could not publish every partition has
     ``report.ok == False`` and says why in ``report.stop_message()``.
     """
-    started = time.perf_counter()
     spool = journal_dir / f"{job.run_id}-{os.getpid()}.plan.parquet"
     async with provider_turn(journal_dir):
         now = clock()
@@ -289,8 +276,33 @@ async def enrich(
             "paying again"
         ) from None
     report.cost = job.unit_price * report.billed
-    report.elapsed_s = time.perf_counter() - started
     return report
+
+
+@dataclass
+class _Stopping:
+    """Why the check loop stops feeding new numbers, if it does (one place to look)."""
+
+    reasons: list[str] = field(default_factory=list)
+    cause: type[MobileStatusError] | None = None
+    store_error: str | None = None
+    """Set when DuckDB or the journal refused a write: the run then fails, answers kept."""
+
+    def stop(self, reason: str, cause: type[MobileStatusError]) -> None:
+        """Stop feeding numbers; the first cause is the run's."""
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        self.cause = self.cause or cause
+
+    def store_failed(self, reason: str) -> None:
+        """A write was refused: stop, and fail the run once in-flight answers are journaled."""
+        self.store_error = self.store_error or reason
+        self.stop(reason, StoreWriteError)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether new numbers must not start."""
+        return bool(self.reasons)
 
 
 async def _check_all(
@@ -310,13 +322,12 @@ async def _check_all(
     journal = Journal(journal_dir, job.run_id, unit_price=job.unit_price, currency=job.currency)
     budget = ChargeBudget(job.max_billed) if job.max_billed is not None else None
     in_flight: dict[str, tuple[str, str]] = {}
-    stop: list[str] = []
-    store_errors: list[str] = []
+    stopping = _Stopping()
 
     async def numbers() -> AsyncIterator[str]:
         for mobile, set_id, reason in iter_spool(spool):
-            # Workers wait in budget.reserve() for units in flight to come back.
-            if stop or (budget is not None and budget.exhausted):
+            # The budget's only wait is in budget.reserve(), where each attempt starts.
+            if stopping.stopped or (budget is not None and budget.exhausted):
                 return
             in_flight[mobile] = (set_id, reason)
             yield mobile
@@ -326,19 +337,17 @@ async def _check_all(
         journal.write(result, *in_flight[result.mobile])
 
     async def fold(segment: Segment) -> None:
-        if store_errors:
+        if stopping.store_error is not None:
             segment.release()
             return
         try:
             await asyncio.to_thread(_fold_and_discard, connect, segment, job.tables)
         except (duckdb.Error, DatabaseOpenError) as error:
             segment.release()
-            message = (
+            stopping.store_failed(
                 f"could not write answers to DuckDB ({type(error).__name__}: {error}); "
                 f"they are kept in the journal {journal_dir} and are recorded by the next run"
             )
-            store_errors.append(message)
-            stop.append(message)
 
     folding: asyncio.Task[None] | None = None
     check_started = last_fold = last_progress = time.perf_counter()
@@ -361,26 +370,26 @@ async def _check_all(
                     Progress(report.sent, report.plan.to_send, report.billed, report.calls_per_s)
                 )
     except FatalProviderError as error:
-        stop.append(str(error))
+        stopping.stop(str(error), type(error))
     except OSError as error:
-        message = f"could not write the answer journal in {journal_dir} ({error})"
-        store_errors.append(message)
-        stop.append(message)
+        stopping.store_failed(f"could not write the answer journal in {journal_dir} ({error})")
     finally:
         report.check_s = time.perf_counter() - check_started
         if folding is not None:
             await folding
         await fold(journal.current)
-    if budget is not None and report.sent < report.plan.to_send and not stop:
-        stop.append(
+    if budget is not None and report.sent < report.plan.to_send and not stopping.stopped:
+        stopping.stop(
             f"budget of {job.max_billed} billed call(s) reached; "
             f"{report.plan.to_send - report.sent} number(s) remain unchecked; "
-            "rerun with a larger --max-billed (or max_billed run config) to continue"
+            "rerun with a larger --max-billed (or max_billed run config) to continue",
+            BudgetExhaustedError,
         )
-    if stop:
-        report.stop_reason = "; ".join(dict.fromkeys(stop))
-    if store_errors:
-        raise StoreWriteError(store_errors[0])
+    if stopping.stopped:
+        report.stop_reason = "; ".join(stopping.reasons)
+        report.stopped_by = stopping.cause
+    if stopping.store_error is not None:
+        raise StoreWriteError(stopping.store_error)
 
 
 def _fold_and_discard(connect: Connect, segment: Segment, tables: Tables) -> None:
@@ -399,10 +408,7 @@ def _count(report: EnrichmentReport, result: CheckResult) -> None:
     for attempt in result.attempts:
         report.latencies.add(attempt.latency_ms)
     if result.status is not None:
-        report.answered += 1
         report.by_status[result.status.label] += 1
-    else:
-        report.unresolved += 1
-        # A fatal error is the run's stop reason already; list what else left numbers open.
-        if result.error is not None and not isinstance(result.error, FatalProviderError):
-            report.unresolved_by_error[type(result.error).__name__] += 1
+    # A fatal error is the run's stop reason already; list what else left numbers open.
+    elif result.error is not None and not isinstance(result.error, FatalProviderError):
+        report.unresolved_by_error[type(result.error)] += 1

@@ -32,7 +32,6 @@ class Segment:
 
     path: Path
     fd: int
-    lines: int = 0
 
     def discard(self) -> None:
         """Delete the segment (after it was folded) and release its lock."""
@@ -100,7 +99,6 @@ class Journal:
 
     def _write_lines(self, lines: list[str]) -> None:
         os.write(self.current.fd, ("\n".join(lines) + "\n").encode())
-        self.current.lines += len(lines)
 
     def rotate(self) -> Segment:
         """Start a new segment; return the previous one, still locked, for folding."""

@@ -15,12 +15,7 @@ from contextlib import AbstractContextManager
 
 import duckdb
 
-from mobile_status_dagster.core.errors import MobileStatusError
-
-
-class DatabaseOpenError(MobileStatusError):
-    """The DuckDB file cannot be opened; the message names it."""
-
+from mobile_status_dagster.core.errors import DatabaseOpenError
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 """A factory: ``with connect() as conn: ...`` opens, and always closes, a connection."""

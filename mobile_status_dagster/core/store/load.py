@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from mobile_status_dagster.core.errors import MobileStatusError
+from mobile_status_dagster.core.errors import LoadError
 from mobile_status_dagster.core.store.connection import transaction
 from mobile_status_dagster.core.store.number_sql import (
     normalized_numbers_sql,
@@ -21,10 +21,6 @@ TEXT_SUFFIXES = frozenset({".txt"})
 PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
 DEFAULT_COLUMN = "mobile"
 _STAGED = "mobile_status_staged_load"
-
-
-class LoadError(MobileStatusError):
-    """A file could not be loaded; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True)

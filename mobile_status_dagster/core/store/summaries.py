@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-from mobile_status_dagster.core.errors import MobileStatusError
+from mobile_status_dagster.core.errors import ExportError
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.core.store.plan import RUN_ROWS, fresh_sql, load_run_rows
@@ -17,10 +17,6 @@ from mobile_status_dagster.core.store.schema import BILLED_CODES, Tables, ensure
 from mobile_status_dagster.core.store.source import Partition, SourceTable
 
 EXPORT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-
-
-class ExportError(MobileStatusError):
-    """An export could not be written; the message says why."""
 
 
 def rebuild_charges(conn: duckdb.DuckDBPyConnection, *, tables: Tables) -> int:
