@@ -89,9 +89,7 @@ def run_demo(directory: Path) -> int:
         rejected = sum(result.rejected.values())
         print(f"   {name:<16} {result.rows:>5} rows, {result.valid} valid, {rejected} rejected")
 
-    deployment = settings.DeploymentSettings(
-        db=str(db), max_concurrency=64, qps=None, unit_price=DEMO_PRICE, timeout_s=10.0
-    )
+    deployment = settings.DeploymentSettings(db=str(db), unit_price=DEMO_PRICE)
     print("2. plan: what enriching every set would send and cost (no provider call)")
     print_plan(plan_sets(deployment, set_ids=None, all_sets=True))
 

@@ -14,15 +14,18 @@ Dagster stores by name, never by value.
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from mobile_status_dagster.core.client import settings as client_rules
 from mobile_status_dagster.core.errors import ConfigurationError
-from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.freshness import DEFAULT_MAX_AGE, Freshness
+from mobile_status_dagster.core.money import DEFAULT_CURRENCY, DEFAULT_UNIT_PRICE
 from mobile_status_dagster.core.store.schema import DEFAULT_SOURCE
 from mobile_status_dagster.integration.assets import MobileStatusAssets, build_mobile_status_assets
 from mobile_status_dagster.integration.environment import BASE_URL, DEFAULT_DB, TOKEN
@@ -60,20 +63,20 @@ class ProviderModel(dg.Model):
 
     base_url: str = f"{{{{ env.{BASE_URL} }}}}"
     token: str = f"{{{{ env.{TOKEN} }}}}"
-    token_placement: Literal["header", "query"] | str = "header"  # noqa: S105 - not a secret
-    timeout_s: float | str = 10.0
-    max_concurrency: int | str = 64
-    qps: float | str | None = None
-    max_retries: int | str = 3
-    unit_price: str = "0"
-    currency: str = "CNY"
+    token_placement: Literal["header", "query"] | str = client_rules.DEFAULT_TOKEN_PLACEMENT
+    timeout_s: float | str = cast(float, client_rules.TIMEOUT_S.default)
+    max_concurrency: int | str = cast(int, client_rules.MAX_CONCURRENCY.default)
+    qps: float | str | None = client_rules.QPS.default
+    max_retries: int | str = cast(int, client_rules.MAX_RETRIES.default)
+    unit_price: str = DEFAULT_UNIT_PRICE
+    currency: str = DEFAULT_CURRENCY
     max_billed_per_run: int | str | None = None
 
 
 class FreshnessModel(dg.Model):
     """How long answers are served from the cache, in days; overrides keyed by status label."""
 
-    max_age_days: float | str = 30
+    max_age_days: float | str = DEFAULT_MAX_AGE / timedelta(days=1)
     by_status_days: dict[str, float | str] = Field(default_factory=dict)
 
 

@@ -6,10 +6,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from urllib.parse import urlsplit
+from typing import cast
 
+from mobile_status_dagster.core.client import settings as client_settings
 from mobile_status_dagster.core.errors import ConfigurationError
+from mobile_status_dagster.core.money import DEFAULT_UNIT_PRICE, parse_price
 
 BASE_URL = "MOBILE_STATUS_BASE_URL"
 TOKEN = "MOBILE_STATUS_TOKEN"  # noqa: S105 - the variable's name, not a token
@@ -30,14 +31,16 @@ class DeploymentSettings:
 
     ``MOBILE_STATUS_BASE_URL`` and ``MOBILE_STATUS_TOKEN`` are read by the resource
     through ``dg.EnvVar`` at run start (so the token never enters the definitions);
-    a base URL that is set but malformed is refused here, at load.
+    a base URL that is set but malformed is refused here, at load. Each setting's
+    default, range and parsing come from the client's own rules
+    (:mod:`mobile_status_dagster.core.client.settings`, :mod:`~mobile_status_dagster.core.money`).
     """
 
     db: str
-    max_concurrency: int
-    qps: float | None
-    unit_price: str
-    timeout_s: float
+    max_concurrency: int = cast(int, client_settings.MAX_CONCURRENCY.default)
+    qps: float | None = client_settings.QPS.default
+    unit_price: str = DEFAULT_UNIT_PRICE
+    timeout_s: float = cast(float, client_settings.TIMEOUT_S.default)
     duckdb_memory_limit: str | None = None
 
     @classmethod
@@ -46,44 +49,24 @@ class DeploymentSettings:
         env = os.environ if environ is None else environ
         base_url = env.get(BASE_URL, "").strip()
         if base_url:
-            parts = urlsplit(base_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigurationError(BASE_URL, f"{base_url!r} is not an http(s) URL")
-        db = env.get(DB, "").strip() or DEFAULT_DB
+            client_settings.validated_base_url(base_url, setting=BASE_URL)
+        price = env.get(UNIT_PRICE, "").strip() or DEFAULT_UNIT_PRICE
+        parse_price(price, setting=UNIT_PRICE)
         return cls(
-            db=db,
-            max_concurrency=_integer(env, MAX_CONCURRENCY, 64, minimum=1),
-            qps=_number(env, QPS, None),
-            unit_price=_price(env),
-            timeout_s=_number(env, TIMEOUT_S, 10.0) or 10.0,
+            db=env.get(DB, "").strip() or DEFAULT_DB,
+            max_concurrency=cast(
+                int,
+                client_settings.MAX_CONCURRENCY.parse(
+                    env.get(MAX_CONCURRENCY, ""), MAX_CONCURRENCY
+                ),
+            ),
+            qps=client_settings.QPS.parse(env.get(QPS, ""), QPS),
+            unit_price=price,
+            timeout_s=cast(
+                float, client_settings.TIMEOUT_S.parse(env.get(TIMEOUT_S, ""), TIMEOUT_S)
+            ),
             duckdb_memory_limit=_memory_limit(env),
         )
-
-
-def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(name, f"{raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigurationError(name, f"must be >= {minimum}, got {value}")
-    return value
-
-
-def _number(env: Mapping[str, str], name: str, default: float | None) -> float | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(name, f"{raw!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise ConfigurationError(name, f"must be a positive number, got {raw!r}")
-    return value
 
 
 def _memory_limit(env: Mapping[str, str]) -> str | None:
@@ -91,17 +74,6 @@ def _memory_limit(env: Mapping[str, str]) -> str | None:
     if raw and not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", raw, re.I):
         raise ConfigurationError(DUCKDB_MEMORY_LIMIT, f"{raw!r} is not a size such as 512MB")
     return raw or None
-
-
-def _price(env: Mapping[str, str]) -> str:
-    raw = env.get(UNIT_PRICE, "").strip() or "0"
-    try:
-        price = Decimal(raw)
-    except InvalidOperation:
-        raise ConfigurationError(UNIT_PRICE, f"{raw!r} is not a decimal number") from None
-    if not price.is_finite() or price < 0:
-        raise ConfigurationError(UNIT_PRICE, f"must be a number >= 0, got {raw!r}")
-    return raw
 
 
 def require_provider_env(environ: Mapping[str, str] | None = None) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
+import inspect
 import warnings
-from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
 import dagster as dg
@@ -13,7 +12,9 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mobile_status_dagster.core.client import AsyncMobileStatusClient, ClientSettings
+from mobile_status_dagster.core.client import settings as client_rules
 from mobile_status_dagster.core.errors import ConfigurationError
+from mobile_status_dagster.core.money import DEFAULT_CURRENCY, DEFAULT_UNIT_PRICE, parse_price
 from mobile_status_dagster.core.store.connection import Connect, file_connect
 
 LITERAL_SECRET_ADVICE = (
@@ -35,15 +36,26 @@ def resource_of(resources: Any, key: str, kind: type[_Resource]) -> _Resource:
     return value
 
 
+def _field(setting: client_rules.NumberSetting) -> Any:
+    """A pydantic field with the client setting's own default and description."""
+    return Field(default=setting.default, description=setting.description)
+
+
 class LiteralTokenWarning(UserWarning):
     """The token was given as a literal string, which Dagster keeps in its run storage."""
 
 
-class _Resolving(threading.local):
-    active = False
+def _built_by_dagster() -> bool:
+    """Whether the resource is being constructed by Dagster's own code.
 
-
-_resolving = _Resolving()
+    At run start Dagster builds a copy of the resource with every ``EnvVar`` resolved,
+    so a token given as an ``EnvVar`` arrives there as a plain string: the warning is for
+    the user's construction only. ``__init__``'s caller is two frames up from here.
+    """
+    frame = inspect.currentframe()
+    caller = frame.f_back.f_back if frame is not None and frame.f_back is not None else None
+    module = caller.f_globals.get("__name__", "") if caller is not None else ""
+    return str(module).split(".", 1)[0] == "dagster"
 
 
 class MobileStatusResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -84,22 +96,18 @@ class MobileStatusResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         description="The 32-character account token. Use dg.EnvVar('MOBILE_STATUS_TOKEN')."
     )
     token_placement: Literal["header", "query"] = Field(
-        default="header",
+        default=client_rules.DEFAULT_TOKEN_PLACEMENT,
         description="Send the token as a 'token' header (default) or a query parameter.",
     )
-    timeout_s: float = Field(default=10.0, description="Seconds allowed for one attempt.")
-    max_concurrency: int = Field(default=64, description="Requests in flight at once.")
-    qps: float | None = Field(
-        default=None, description="Calls per second at most (the account's QPS); None: no cap."
-    )
-    max_retries: int = Field(
-        default=3, description="Retries after the first attempt for retryable failures."
-    )
+    timeout_s: float = _field(client_rules.TIMEOUT_S)
+    max_concurrency: int = _field(client_rules.MAX_CONCURRENCY)
+    qps: float | None = _field(client_rules.QPS)
+    max_retries: int = _field(client_rules.MAX_RETRIES)
     unit_price: str = Field(
-        default="0",
+        default=DEFAULT_UNIT_PRICE,
         description="Price of one billed call as an exact decimal string, e.g. '0.05'.",
     )
-    currency: str = Field(default="CNY", description="Currency of unit_price.")
+    currency: str = Field(default=DEFAULT_CURRENCY, description="Currency of unit_price.")
     max_billed_per_run: int | None = Field(
         default=None,
         description="Budget: a run stops before more calls than this could be billed.",
@@ -107,17 +115,9 @@ class MobileStatusResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def __init__(self, **data: Any) -> None:
         token = data.get("token")
-        if isinstance(token, str) and not isinstance(token, dg.EnvVar) and not _resolving.active:
+        if isinstance(token, str) and not isinstance(token, dg.EnvVar) and not _built_by_dagster():
             warnings.warn(LiteralTokenWarning(LITERAL_SECRET_ADVICE), stacklevel=2)
         super().__init__(**data)
-
-    def _with_updated_values(self, values: Mapping[str, Any] | None) -> Any:
-        # Dagster builds the run-time copy with the resolved (plain string) token.
-        _resolving.active = True
-        try:
-            return super()._with_updated_values(values)
-        finally:
-            _resolving.active = False
 
     def client_settings(self) -> ClientSettings:
         """The validated client settings (ConfigurationError names a bad setting)."""
@@ -133,15 +133,7 @@ class MobileStatusResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def price(self) -> Decimal:
         """``unit_price`` as an exact, non-negative decimal."""
-        try:
-            price = Decimal(self.unit_price)
-        except InvalidOperation:
-            raise ConfigurationError(
-                "unit_price", f"{self.unit_price!r} is not a decimal number"
-            ) from None
-        if not price.is_finite() or price < 0:
-            raise ConfigurationError("unit_price", "must be a finite number >= 0")
-        return price
+        return parse_price(self.unit_price)
 
     def check_settings(self) -> None:
         """Check every setting before any call is made."""

@@ -6,7 +6,7 @@ import ipaddress
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import urlsplit
 
 from mobile_status_dagster.core.errors import ConfigurationError
@@ -14,6 +14,90 @@ from mobile_status_dagster.core.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 TokenPlacement = Literal["header", "query"]
+TOKEN_PLACEMENTS: tuple[TokenPlacement, ...] = ("header", "query")
+DEFAULT_TOKEN_PLACEMENT: TokenPlacement = "header"
+
+
+@dataclass(frozen=True)
+class NumberSetting:
+    """One numeric client setting: its name, default, range, and how text becomes it.
+
+    The single home of each setting's rules: :class:`ClientSettings` checks with it,
+    the Dagster resource and the component take their defaults and descriptions from
+    it, and the environment settings parse with it (naming the variable).
+    """
+
+    name: str
+    description: str
+    default: float | None
+    minimum: float
+    integer: bool = False
+    minimum_allowed: bool = True
+    maximum: float | None = None
+
+    def check(self, value: object, setting: str | None = None) -> float | None:
+        """``value`` if it is in range; ``None`` only for a setting whose default is ``None``.
+
+        Raises :class:`ConfigurationError` naming ``setting`` (default: the setting's name).
+        """
+        name = setting or self.name
+        if value is None and self.default is None:
+            return None
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or (self.integer and not isinstance(value, int)):
+            raise ConfigurationError(name, f"must be {self._range()}, got {value!r}")
+        assert isinstance(value, int | float)
+        if not math.isfinite(value) or not self._in_range(value):
+            raise ConfigurationError(name, f"must be {self._range()}, got {value!r}")
+        return value
+
+    def parse(self, raw: str, setting: str) -> float | None:
+        """The setting from text (an environment variable); empty text is the default."""
+        text = raw.strip()
+        if not text:
+            return self.default
+        try:
+            value: float = int(text) if self.integer else float(text)
+        except ValueError:
+            kind = "an integer" if self.integer else "a number"
+            raise ConfigurationError(setting, f"{text!r} is not {kind}") from None
+        return self.check(value, setting)
+
+    def _in_range(self, value: float) -> bool:
+        low = value >= self.minimum if self.minimum_allowed else value > self.minimum
+        return low and (self.maximum is None or value <= self.maximum)
+
+    def _range(self) -> str:
+        kind = "an integer" if self.integer else "a finite number"
+        low = f"{'>=' if self.minimum_allowed else '>'} {self.minimum:g}"
+        high = "" if self.maximum is None else f" and <= {self.maximum:g}"
+        return f"{kind} {low}{high}"
+
+
+TIMEOUT_S = NumberSetting(
+    "timeout_s",
+    "Seconds allowed for one attempt, connect to last byte.",
+    10.0,
+    0,
+    minimum_allowed=False,
+)
+MAX_CONCURRENCY = NumberSetting(
+    "max_concurrency", "Requests in flight at once.", 64, 1, integer=True
+)
+QPS = NumberSetting(
+    "qps",
+    "Calls per second at most (the account's QPS); None: no cap.",
+    None,
+    0,
+    minimum_allowed=False,
+)
+MAX_RETRIES = NumberSetting(
+    "max_retries", "Retries after the first attempt for retryable failures.", 3, 0, integer=True
+)
+BACKOFF_INITIAL_S = NumberSetting(
+    "backoff_initial_s", "First retry delay; doubles per retry, with full jitter.", 0.2, 0
+)
+BACKOFF_MAX_S = NumberSetting("backoff_max_s", "Cap on one retry delay.", 10.0, 0)
 
 
 class Secret:
@@ -58,13 +142,13 @@ class ClientSettings:
 
     base_url: str
     token: Secret | str = field(repr=False)
-    token_placement: TokenPlacement = "header"
-    timeout_s: float = 10.0
-    max_concurrency: int = 64
-    qps: float | None = None
-    max_retries: int = 3
-    backoff_initial_s: float = 0.2
-    backoff_max_s: float = 10.0
+    token_placement: TokenPlacement = DEFAULT_TOKEN_PLACEMENT
+    timeout_s: float = cast(float, TIMEOUT_S.default)
+    max_concurrency: int = cast(int, MAX_CONCURRENCY.default)
+    qps: float | None = QPS.default
+    max_retries: int = cast(int, MAX_RETRIES.default)
+    backoff_initial_s: float = cast(float, BACKOFF_INITIAL_S.default)
+    backoff_max_s: float = cast(float, BACKOFF_MAX_S.default)
 
     @property
     def secret(self) -> Secret:
@@ -77,32 +161,36 @@ class ClientSettings:
             object.__setattr__(self, "token", Secret(self.token))
         elif not isinstance(self.token, Secret):
             raise ConfigurationError("token", "is missing; set the provider account token")
-        object.__setattr__(self, "base_url", _validated_base_url(self.base_url))
+        object.__setattr__(self, "base_url", validated_base_url(self.base_url))
         _check_token(self.secret)
-        if self.token_placement not in ("header", "query"):
+        if self.token_placement not in TOKEN_PLACEMENTS:
             raise ConfigurationError("token_placement", "must be 'header' or 'query'")
-        _check_positive("timeout_s", self.timeout_s)
-        if not _is_int(self.max_concurrency) or self.max_concurrency < 1:
-            raise ConfigurationError("max_concurrency", "must be an integer >= 1")
-        if self.qps is not None:
-            _check_positive("qps", self.qps)
-        if not _is_int(self.max_retries) or self.max_retries < 0:
-            raise ConfigurationError("max_retries", "must be an integer >= 0")
-        _check_positive("backoff_initial_s", self.backoff_initial_s, allow_zero=True)
-        _check_positive("backoff_max_s", self.backoff_max_s, allow_zero=True)
+        for setting in (
+            TIMEOUT_S,
+            MAX_CONCURRENCY,
+            QPS,
+            MAX_RETRIES,
+            BACKOFF_INITIAL_S,
+            BACKOFF_MAX_S,
+        ):
+            setting.check(getattr(self, setting.name))
         _warn_if_token_in_clear(self.base_url)
 
 
-def _validated_base_url(base_url: str) -> str:
+def validated_base_url(base_url: object, setting: str = "base_url") -> str:
+    """``base_url`` stripped of spaces and a trailing ``/``, if it is an http(s) URL.
+
+    Raises :class:`ConfigurationError` naming ``setting``.
+    """
     if not isinstance(base_url, str) or not base_url.strip():
-        raise ConfigurationError("base_url", "is empty; set the account's provider URL")
+        raise ConfigurationError(setting, "is empty; set the account's provider URL")
     parts = urlsplit(base_url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
-            "base_url", f"{base_url!r} is not an http(s) URL such as https://host.example.com"
+            setting, f"{base_url!r} is not an http(s) URL such as https://host.example.com"
         )
     if parts.query or parts.fragment:
-        raise ConfigurationError("base_url", "must not carry a query string or fragment")
+        raise ConfigurationError(setting, "must not carry a query string or fragment")
     return base_url.strip().rstrip("/")
 
 
@@ -112,18 +200,6 @@ def _check_token(token: Secret) -> None:
         raise ConfigurationError("token", "is empty; set the provider account token")
     if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
         raise ConfigurationError("token", "must be printable ASCII without spaces")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_positive(setting: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(setting, f"must be a finite number {bound}, got {value!r}")
 
 
 _warned_hosts: set[str] = set()
