@@ -15,7 +15,8 @@ into its exit status.
     │   └── DemoDirectoryError        the demo must not overwrite this directory
     ├── StoreError                    DuckDB failed (category store); paid answers are kept
     │   ├── DatabaseOpenError         the file cannot be opened
-    │   └── StoreWriteError           a write was refused mid-run; answers are in the journal
+    │   ├── StoreWriteError           a write was refused mid-run; answers are in the journal
+    │   └── SchemaVersionError        the tables were written by a newer version
     ├── EnrichmentStopped             a run could not publish every partition
     ├── ProviderError                 the provider answered with a non-2000 code
     │   ├── FatalProviderError        stops the run: nothing else can succeed
@@ -105,6 +106,10 @@ class DatabaseOpenError(StoreError):
 
 class StoreWriteError(StoreError):
     """DuckDB refused a write mid-run; the answers are safe in the journal."""
+
+
+class SchemaVersionError(StoreError):
+    """The library's tables were written by a newer version of it; nothing was changed."""
 
 
 class EnrichmentStopped(MobileStatusError):

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import duckdb
 
-from mobile_status_dagster.core.errors import ConfigurationError
+from mobile_status_dagster.core.errors import ConfigurationError, SchemaVersionError
+from mobile_status_dagster.core.money import MONEY_SQL
 from mobile_status_dagster.core.status import Status
+from mobile_status_dagster.core.store.connection import transaction
 from mobile_status_dagster.core.store.number_sql import quote_identifier
 
 CACHE = "mobile_status_latest"
@@ -29,7 +31,16 @@ PUBLISHED = "mobile_status"
 SEGMENTS = "journal_segments"
 SUMMARY = "mobile_status_summary"
 CHARGES = "mobile_status_charges"
+VERSION = "mobile_status_schema"
 DEFAULT_SOURCE = "number_sets"
+
+SCHEMA_VERSION = 1
+"""The version of the tables this library writes (``mobile_status_schema.version``).
+
+Version 1 is the first recorded one; a database written before the version table
+existed has the same tables and is recorded as version 1 when first opened. A change
+to the tables raises this number and adds a step to :data:`_MIGRATIONS`.
+"""
 
 _PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_]*")
 
@@ -87,10 +98,15 @@ class Tables:
         """Calls and cost per day × set × run × currency."""
         return quote_identifier(self.name(CHARGES))
 
+    @property
+    def version(self) -> str:
+        """One row: the schema version of these tables."""
+        return quote_identifier(self.name(VERSION))
+
 
 DEFAULT_TABLES = Tables()
 
-MONEY = "DECIMAL(18, 6)"
+MONEY = MONEY_SQL
 
 
 def _ddl(tables: Tables) -> str:
@@ -160,9 +176,57 @@ CREATE TABLE IF NOT EXISTS {DEFAULT_SOURCE} (
 """
 
 
+_MIGRATIONS: dict[int, str] = {
+    0: "",  # before the version table: the same tables as version 1
+}
+"""SQL that takes the tables from version ``n`` to ``n + 1`` (``{t}`` is the Tables)."""
+
+
 def ensure_schema(conn: duckdb.DuckDBPyConnection, tables: Tables) -> None:
-    """Create ``tables`` if they are missing (idempotent)."""
-    conn.execute(_ddl(tables))
+    """Create ``tables`` if they are missing, or migrate them to :data:`SCHEMA_VERSION`.
+
+    Raises :class:`SchemaVersionError` for tables written by a newer version of the
+    library (nothing is changed then).
+    """
+    found = _recorded_version(conn, tables)
+    if found == SCHEMA_VERSION:
+        return
+    if found is not None and found > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the tables {tables.name(PUBLISHED)!r} and its companions are at schema version "
+            f"{found}, written by a newer mobile_status_dagster; this one reads up to version "
+            f"{SCHEMA_VERSION}: upgrade the package (nothing was changed)"
+        )
+    # Tables without a version row predate it (version 0); no tables at all: a new database.
+    version = found if found is not None else (0 if _has_tables(conn, tables) else None)
+    with transaction(conn):
+        conn.execute(_ddl(tables))
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {tables.version} "
+            "(version INTEGER NOT NULL, migrated_at TIMESTAMPTZ NOT NULL)"
+        )
+        if version is not None:
+            for step in range(version, SCHEMA_VERSION):
+                if _MIGRATIONS[step]:
+                    conn.execute(_MIGRATIONS[step].format(t=tables))
+        conn.execute(f"DELETE FROM {tables.version}")
+        conn.execute(f"INSERT INTO {tables.version} VALUES (?, now())", [SCHEMA_VERSION])
+
+
+def _recorded_version(conn: duckdb.DuckDBPyConnection, tables: Tables) -> int | None:
+    try:
+        row = conn.execute(f"SELECT max(version) FROM {tables.version}").fetchone()
+    except duckdb.CatalogException:
+        return None
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def _has_tables(conn: duckdb.DuckDBPyConnection, tables: Tables) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE NOT temporary AND table_name = ?",
+        [tables.name(CACHE)],
+    ).fetchone()
+    return bool(row and row[0])
 
 
 BILLED_CODES = ", ".join(str(s.value) for s in Status if s.billed)
