@@ -11,9 +11,18 @@ from mobile_status_dagster.simulator import SimulatorConfig, SimulatorServer
 
 
 @pytest.fixture
-def simulator() -> Iterator[SimulatorServer]:
-    """The provider simulator on 127.0.0.1, answering at once (latency 0)."""
-    with SimulatorServer(SimulatorConfig(latency_ms=0)) as server:
+def simulator_config() -> SimulatorConfig:
+    """How :func:`simulator` is configured: answering at once (latency 0), seed 0, demo token.
+
+    A module that needs another seed or token overrides this fixture, not ``simulator``.
+    """
+    return SimulatorConfig(latency_ms=0)
+
+
+@pytest.fixture
+def simulator(simulator_config: SimulatorConfig) -> Iterator[SimulatorServer]:
+    """The provider simulator on 127.0.0.1, configured by :func:`simulator_config`."""
+    with SimulatorServer(simulator_config) as server:
         yield server
 
 

@@ -14,25 +14,28 @@ from mobile_status_dagster.cli.main import EXIT_OK, EXIT_STATUS
 from mobile_status_dagster.core.errors import ErrorCategory
 from mobile_status_dagster.core.store.schema import DEFAULT_TABLES, ensure_schema
 from mobile_status_dagster.integration import environment as settings
-from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer, number_truth
-from tests.support import COMMAND, base_env, query, run_cli, sample_numbers, seed_sets
+from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer
+from tests.support import (
+    COMMAND,
+    PRICE,
+    asked,
+    base_env,
+    cli_env,
+    query,
+    requests_since,
+    run_cli,
+    sample_numbers,
+    seed_sets,
+    truth,
+)
 
 run = run_cli
-
-PRICE = "0.05"
 
 
 @pytest.fixture
 def env(simulator: SimulatorServer, db: Path) -> dict[str, str]:
     """Settings pointing the command at the test simulator and DuckDB file."""
-    return base_env(
-        **{
-            settings.DB: str(db),
-            settings.BASE_URL: simulator.base_url,
-            settings.TOKEN: DEMO_TOKEN,
-            settings.UNIT_PRICE: PRICE,
-        }
-    )
+    return cli_env(simulator, db)
 
 
 def source_rows(db: Path) -> list[tuple[str, str | None]]:
@@ -269,7 +272,7 @@ def test_enrich_sets_end_to_end_prints_the_summary(
     assert list(rows) == ["leads"]
     statuses = [0] * 6
     for m in leads:
-        statuses[number_truth(m)[0]] += 1
+        statuses[truth(m)] += 1
     assert rows["leads"] == [*statuses, 1]  # unknown … cancelled, then invalid
     assert "serving operator:" in first.stdout
     assert query(db, "SELECT count(*) FROM mobile_status WHERE set_id = 'leads'") == [(81,)]
@@ -278,9 +281,9 @@ def test_enrich_sets_end_to_end_prints_the_summary(
     second = run("enrich", "--all", "--quiet", env=env)
     assert second.returncode == 0, second.stderr
     assert list(_summary_rows(second.stdout)) == ["leads", "signups"]
-    new = simulator.provider.ledger()[mark:]
-    known = {m for m in leads if number_truth(m)[0] != 0}
-    assert sorted(str(e.mobile) for e in new) == sorted(set(mobiles) - known)
+    new = requests_since(simulator, mark)
+    known = {m for m in leads if truth(m) != 0}
+    assert asked(new) == sorted(set(mobiles) - known)
     calls, charged, _ = _charges(second.stdout)
     assert (calls, charged) == (len(new), sum(1 for e in new if e.billed))
     assert DEMO_TOKEN not in second.stdout + second.stderr
@@ -325,8 +328,7 @@ def test_enrich_publishes_every_contract_segment_with_a_provider_status(
         " FROM mobile_status WHERE set_id = 'segments' ORDER BY mobile",
     )
     assert rows == [
-        (m, True, None, "provider", number_truth(m)[0], CONTRACT_SEGMENT_NUMBERS[m])
-        for m in sorted(mobiles)
+        (m, True, None, "provider", truth(m), CONTRACT_SEGMENT_NUMBERS[m]) for m in sorted(mobiles)
     ]
     assert all(status_code is not None for _, _, _, _, status_code, _ in rows)
     # The contract's operator is also the network operator the ported flag compares with.

@@ -52,7 +52,13 @@ from mobile_status_dagster.core.errors import (
     UnknownProviderError,
 )
 from mobile_status_dagster.core.status import Status
-from mobile_status_dagster.simulator import ODD_CODE, LedgerEntry, SimulatorServer, number_truth
+from mobile_status_dagster.simulator import (
+    ODD_CODE,
+    LedgerEntry,
+    SimulatorConfig,
+    SimulatorServer,
+    number_truth,
+)
 from tests.support import numbers_with_status, sample_numbers
 
 TOKEN = "CLIENTtest0SECRET0a1b2c3d4e5f6Zq"
@@ -66,10 +72,9 @@ Handler = (
 
 
 @pytest.fixture
-def sim(simulator: SimulatorServer) -> SimulatorServer:
-    """The shared loopback simulator, accepting :data:`TOKEN`."""
-    simulator.provider.update_config(token=TOKEN)
-    return simulator
+def simulator_config() -> SimulatorConfig:
+    """This module's simulator accepts :data:`TOKEN` (and answers at once)."""
+    return SimulatorConfig(latency_ms=0, token=TOKEN)
 
 
 def settings_for(base_url: str, **changes: Any) -> ClientSettings:
@@ -277,11 +282,13 @@ def test_plain_http_to_a_remote_host_warns_once(
 
 
 def test_every_status_is_read_with_its_operator_order_number_and_billing(
-    sim: SimulatorServer,
+    simulator: SimulatorServer,
 ) -> None:
     mobiles = {check: numbers_with_status(check, 3) for check in range(6)}
-    results = check_many(settings_for(sim.base_url), [m for ms in mobiles.values() for m in ms])
-    ledger = {e.mobile: e for e in sim.provider.ledger()}
+    results = check_many(
+        settings_for(simulator.base_url), [m for ms in mobiles.values() for m in ms]
+    )
+    ledger = {e.mobile: e for e in simulator.provider.ledger()}
     assert len(results) == 18 == len(ledger)
     for result in results:
         check, operator = number_truth(result.mobile)
@@ -305,11 +312,11 @@ def test_every_status_is_read_with_its_operator_order_number_and_billing(
 @pytest.mark.parametrize("field_style", ["lower", "title", "upper"])
 @pytest.mark.parametrize("check_as_int", [False, True])
 def test_field_names_are_case_insensitive_and_check_may_be_a_number(
-    sim: SimulatorServer, field_style: str, check_as_int: bool
+    simulator: SimulatorServer, field_style: str, check_as_int: bool
 ) -> None:
-    sim.provider.update_config(field_style=field_style, check_as_int=check_as_int)
+    simulator.provider.update_config(field_style=field_style, check_as_int=check_as_int)
     mobiles = [numbers_with_status(check, 1)[0] for check in range(6)]
-    results = check_many(settings_for(sim.base_url), [*mobiles, "1234"])
+    results = check_many(settings_for(simulator.base_url), [*mobiles, "1234"])
     outcome = {r.mobile: r for r in results}
     for mobile in mobiles:
         assert outcome[mobile].status is Status(number_truth(mobile)[0])
@@ -344,64 +351,64 @@ def test_mock_field_spellings_and_types(
 
 @pytest.mark.parametrize("error_http_status", [200, 202])
 def test_invalid_token_is_fatal_and_not_retried(
-    sim: SimulatorServer, error_http_status: int
+    simulator: SimulatorServer, error_http_status: int
 ) -> None:
-    sim.provider.update_config(error_http_status=error_http_status)
-    settings = settings_for(sim.base_url, token="WRONG" + TOKEN[5:], max_retries=5)
+    simulator.provider.update_config(error_http_status=error_http_status)
+    settings = settings_for(simulator.base_url, token="WRONG" + TOKEN[5:], max_retries=5)
     with pytest.raises(InvalidTokenError) as caught:
         check_one(settings, MOBILE)
     assert caught.value.provider_code == 4001
     assert "MOBILE_STATUS_TOKEN" in str(caught.value)
-    (entry,) = sim.provider.ledger()
+    (entry,) = simulator.provider.ledger()
     assert entry.code == 4001
     assert entry.http_status == error_http_status
     assert not entry.token_ok
 
 
 @pytest.mark.parametrize("error_http_status", [200, 202])
-def test_service_not_enabled_is_fatal(sim: SimulatorServer, error_http_status: int) -> None:
-    sim.provider.update_config(disabled=True, error_http_status=error_http_status)
+def test_service_not_enabled_is_fatal(simulator: SimulatorServer, error_http_status: int) -> None:
+    simulator.provider.update_config(disabled=True, error_http_status=error_http_status)
     with pytest.raises(ServiceNotEnabledError):
-        check_one(settings_for(sim.base_url, max_retries=5), MOBILE)
-    assert [e.code for e in sim.provider.ledger()] == [4004]
+        check_one(settings_for(simulator.base_url, max_retries=5), MOBILE)
+    assert [e.code for e in simulator.provider.ledger()] == [4004]
 
 
 @pytest.mark.parametrize("error_http_status", [200, 202])
-def test_insufficient_balance_is_fatal(sim: SimulatorServer, error_http_status: int) -> None:
-    sim.provider.update_config(balance=0, error_http_status=error_http_status)
+def test_insufficient_balance_is_fatal(simulator: SimulatorServer, error_http_status: int) -> None:
+    simulator.provider.update_config(balance=0, error_http_status=error_http_status)
     with pytest.raises(InsufficientBalanceError) as caught:
-        check_one(settings_for(sim.base_url, max_retries=5), MOBILE)
+        check_one(settings_for(simulator.base_url, max_retries=5), MOBILE)
     assert "Top up" in str(caught.value)
-    assert [e.code for e in sim.provider.ledger()] == [4002]
+    assert [e.code for e in simulator.provider.ledger()] == [4002]
 
 
 @pytest.mark.parametrize("error_http_status", [200, 202])
 def test_rejected_number_is_recorded_and_not_retried(
-    sim: SimulatorServer, error_http_status: int
+    simulator: SimulatorServer, error_http_status: int
 ) -> None:
-    sim.provider.update_config(error_http_status=error_http_status)
-    result = check_one(settings_for(sim.base_url, max_retries=5), "1391234567")
+    simulator.provider.update_config(error_http_status=error_http_status)
+    result = check_one(settings_for(simulator.base_url, max_retries=5), "1391234567")
     assert isinstance(result.error, NumberRejectedError)
     assert (result.status, result.code, result.message) == (None, 4003, "手机号码格式错误")
     assert len(result.attempts) == 1
     assert result.attempts[0].http_status == error_http_status
     assert not result.billed
     assert not result.possibly_billed
-    assert len(sim.provider.ledger()) == 1
+    assert len(simulator.provider.ledger()) == 1
 
 
 @pytest.mark.parametrize("error_http_status", [200, 202])
 def test_undocumented_code_is_recorded_verbatim_and_not_retried(
-    sim: SimulatorServer, error_http_status: int
+    simulator: SimulatorServer, error_http_status: int
 ) -> None:
-    sim.provider.update_config(odd_code_rate=1.0, error_http_status=error_http_status)
-    result = check_one(settings_for(sim.base_url, max_retries=5), MOBILE)
+    simulator.provider.update_config(odd_code_rate=1.0, error_http_status=error_http_status)
+    result = check_one(settings_for(simulator.base_url, max_retries=5), MOBILE)
     assert isinstance(result.error, UnknownProviderError)
     assert not isinstance(result.error, FatalProviderError)
     assert (result.code, result.message) == (ODD_CODE, "未知错误")
     assert result.error.provider_code == ODD_CODE
     assert len(result.attempts) == 1
-    assert [e.code for e in sim.provider.ledger()] == [ODD_CODE]
+    assert [e.code for e in simulator.provider.ledger()] == [ODD_CODE]
 
 
 @pytest.mark.parametrize("error_http_status", [200, 202])
@@ -416,7 +423,7 @@ def test_undocumented_code_is_recorded_verbatim_and_not_retried(
     ],
 )
 def test_retryable_failures_stop_after_max_retries(
-    sim: SimulatorServer,
+    simulator: SimulatorServer,
     rate: str,
     error_type: type[MobileStatusError],
     code: int | None,
@@ -424,8 +431,8 @@ def test_retryable_failures_stop_after_max_retries(
     max_retries: int,
     error_http_status: int,
 ) -> None:
-    sim.provider.update_config(**{rate: 1.0}, error_http_status=error_http_status)
-    result = check_one(settings_for(sim.base_url, max_retries=max_retries), MOBILE)
+    simulator.provider.update_config(**{rate: 1.0}, error_http_status=error_http_status)
+    result = check_one(settings_for(simulator.base_url, max_retries=max_retries), MOBILE)
     assert isinstance(result.error, error_type)
     assert result.error.retryable
     assert result.status is None
@@ -436,34 +443,38 @@ def test_retryable_failures_stop_after_max_retries(
         assert attempt.http_status == (http_status or error_http_status)
         assert not attempt.billed
         assert not attempt.possibly_billed
-    ledger = sim.provider.ledger()
+    ledger = simulator.provider.ledger()
     assert len(ledger) == max_retries + 1
     assert not any(e.billed for e in ledger)
 
 
 @pytest.mark.parametrize("error_http_status", [200, 202])
 def test_operator_refusal_exhausted_is_recorded_as_unknown(
-    sim: SimulatorServer, error_http_status: int
+    simulator: SimulatorServer, error_http_status: int
 ) -> None:
-    sim.provider.update_config(operator_refused_rate=1.0, error_http_status=error_http_status)
-    result = check_one(settings_for(sim.base_url, max_retries=3), MOBILE)
+    simulator.provider.update_config(operator_refused_rate=1.0, error_http_status=error_http_status)
+    result = check_one(settings_for(simulator.base_url, max_retries=3), MOBILE)
     assert result.status is Status.UNKNOWN
     assert result.error is None
     assert result.answered
     assert (result.code, result.order_number) == (5001, None)
     assert len(result.attempts) == 4
     assert not result.billed
-    assert len(sim.provider.ledger()) == 4
+    assert len(simulator.provider.ledger()) == 4
 
 
 @pytest.mark.parametrize(
     "rate", ["http_500_rate", "malformed_rate", "internal_error_rate", "operator_timeout_rate"]
 )
-def test_retryable_failures_are_retried_until_an_answer(sim: SimulatorServer, rate: str) -> None:
+def test_retryable_failures_are_retried_until_an_answer(
+    simulator: SimulatorServer, rate: str
+) -> None:
     """Half the calls fail; one at a time, the simulator's seeded draws are reproducible."""
-    sim.provider.update_config(**{rate: 0.5})
+    simulator.provider.update_config(**{rate: 0.5})
     mobiles = sample_numbers(30, seed=3)
-    results = check_many(settings_for(sim.base_url, max_retries=3, max_concurrency=1), mobiles)
+    results = check_many(
+        settings_for(simulator.base_url, max_retries=3, max_concurrency=1), mobiles
+    )
     assert sorted(r.mobile for r in results) == sorted(mobiles)
     recovered = 0
     for result in results:
@@ -475,12 +486,14 @@ def test_retryable_failures_are_retried_until_an_answer(sim: SimulatorServer, ra
         else:
             assert len(result.attempts) == 4
     assert recovered > 0
-    assert len(sim.provider.ledger()) == sum(len(r.attempts) for r in results)
+    assert len(simulator.provider.ledger()) == sum(len(r.attempts) for r in results)
 
 
-def test_requery_too_soon_is_retried_later(sim: SimulatorServer) -> None:
-    sim.provider.update_config(requery_min_interval_s=0.2)
-    settings = settings_for(sim.base_url, max_retries=20, backoff_initial_s=0.02, backoff_max_s=0.1)
+def test_requery_too_soon_is_retried_later(simulator: SimulatorServer) -> None:
+    simulator.provider.update_config(requery_min_interval_s=0.2)
+    settings = settings_for(
+        simulator.base_url, max_retries=20, backoff_initial_s=0.02, backoff_max_s=0.1
+    )
 
     async def twice() -> tuple[CheckResult, CheckResult]:
         async with AsyncMobileStatusClient(settings) as client:
@@ -492,25 +505,27 @@ def test_requery_too_soon_is_retried_later(sim: SimulatorServer) -> None:
     assert isinstance(second.attempts[0].error, RequeryTooSoonError)
     assert second.attempts[0].code == 4030
     assert second.attempts[-1].error is None
-    assert [e.code for e in sim.provider.ledger()].count(2000) == 2
+    assert [e.code for e in simulator.provider.ledger()].count(2000) == 2
 
 
 # -- fatal errors in check_many -----------------------------------------------------------
 
 
-def test_fatal_error_stops_new_calls_and_delivers_every_paid_answer(sim: SimulatorServer) -> None:
-    sim.provider.update_config(latency_ms=20, balance=10)
+def test_fatal_error_stops_new_calls_and_delivers_every_paid_answer(
+    simulator: SimulatorServer,
+) -> None:
+    simulator.provider.update_config(latency_ms=20, balance=10)
     mobiles = sample_numbers(80, seed=5)
-    settings = settings_for(sim.base_url, max_concurrency=4)
+    settings = settings_for(simulator.base_url, max_concurrency=4)
     results, error = asyncio.run(collect(settings, mobiles))
     assert isinstance(error, InsufficientBalanceError)
     delivered = {r.order_number for r in results if r.order_number}
-    billed = sim.provider.ledger(billed_only=True)
+    billed = simulator.provider.ledger(billed_only=True)
     assert len(billed) == 10
     assert {e.order_number for e in billed} <= delivered
     assert len({r.mobile for r in results}) == len(results)
     assert any(isinstance(r.error, InsufficientBalanceError) for r in results)
-    ledger = sim.provider.ledger()
+    ledger = simulator.provider.ledger()
     first_refusal = min(e.seq for e in ledger if e.code == 4002)
     assert sum(e.seq > first_refusal for e in ledger) < 2 * settings.max_concurrency
     assert len(ledger) < len(mobiles) // 2
@@ -538,8 +553,8 @@ def test_fatal_error_stops_other_numbers_retrying() -> None:
     assert calls["13800000003"] == 0
 
 
-def test_wrong_base_url_path_is_a_fatal_unexpected_status(sim: SimulatorServer) -> None:
-    settings = settings_for(sim.base_url + "/v2", max_retries=5)
+def test_wrong_base_url_path_is_a_fatal_unexpected_status(simulator: SimulatorServer) -> None:
+    settings = settings_for(simulator.base_url + "/v2", max_retries=5)
     with pytest.raises(UnexpectedHTTPStatusError) as caught:
         check_one(settings, MOBILE)
     assert caught.value.http_status == 404
@@ -553,13 +568,13 @@ def test_wrong_base_url_path_is_a_fatal_unexpected_status(sim: SimulatorServer) 
 # -- rate limiting -------------------------------------------------------------------
 
 
-def test_provider_qps_refusals_slow_the_client_below_the_limit(sim: SimulatorServer) -> None:
+def test_provider_qps_refusals_slow_the_client_below_the_limit(simulator: SimulatorServer) -> None:
     limit = 20
-    sim.provider.update_config(qps_limit=limit)
+    simulator.provider.update_config(qps_limit=limit)
     mobiles = sample_numbers(60, seed=8)
 
     async def run() -> tuple[list[CheckResult], float | None]:
-        settings = settings_for(sim.base_url, max_concurrency=8)
+        settings = settings_for(simulator.base_url, max_concurrency=8)
         async with AsyncMobileStatusClient(settings) as client:
             assert client.current_qps is None
             found = [r async for r in client.check_many(mobiles)]
@@ -570,7 +585,7 @@ def test_provider_qps_refusals_slow_the_client_below_the_limit(sim: SimulatorSer
     assert qps < limit
     assert all(r.status is Status(number_truth(r.mobile)[0]) for r in results)
     assert len(results) == len(mobiles)
-    ledger = sim.provider.ledger()
+    ledger = simulator.provider.ledger()
     refusals = [e.time for e in ledger if e.code == 4029]
     assert refusals
     throttled_attempts = [
@@ -586,10 +601,10 @@ def test_provider_qps_refusals_slow_the_client_below_the_limit(sim: SimulatorSer
     assert len({e.mobile for e in ledger if e.billed}) == sum(e.billed for e in ledger)
 
 
-def test_qps_setting_caps_calls_in_every_one_second_window(sim: SimulatorServer) -> None:
+def test_qps_setting_caps_calls_in_every_one_second_window(simulator: SimulatorServer) -> None:
     qps = 20
-    check_many(settings_for(sim.base_url, qps=qps, max_concurrency=8), sample_numbers(45))
-    times = [e.time for e in sim.provider.ledger()]
+    check_many(settings_for(simulator.base_url, qps=qps, max_concurrency=8), sample_numbers(45))
+    times = [e.time for e in simulator.provider.ledger()]
     assert len(times) == 45
     assert max_per_window(times) <= qps + 1
 
@@ -620,23 +635,23 @@ def test_throttled_retries_have_their_own_bound(monkeypatch: pytest.MonkeyPatch)
     assert len(result.attempts) == 3
 
 
-def test_at_most_max_concurrency_requests_in_flight(sim: SimulatorServer) -> None:
-    sim.provider.update_config(latency_ms=20)
+def test_at_most_max_concurrency_requests_in_flight(simulator: SimulatorServer) -> None:
+    simulator.provider.update_config(latency_ms=20)
     transport = RecordingTransport()
     results = check_many(
-        settings_for(sim.base_url, max_concurrency=3), sample_numbers(24), transport
+        settings_for(simulator.base_url, max_concurrency=3), sample_numbers(24), transport
     )
     assert len(results) == 24
     assert transport.max_in_flight == 3
 
 
 def test_concurrent_checks_share_max_concurrency_and_queue_outside_the_timeout(
-    sim: SimulatorServer,
+    simulator: SimulatorServer,
 ) -> None:
     """Waiting for a free slot is not waiting for an answer: nothing queued may time out
     as "possibly billed"."""
-    sim.provider.update_config(latency_ms=100)
-    settings = settings_for(sim.base_url, max_concurrency=2, timeout_s=0.25, max_retries=0)
+    simulator.provider.update_config(latency_ms=100)
+    settings = settings_for(simulator.base_url, max_concurrency=2, timeout_s=0.25, max_retries=0)
     mobiles = sample_numbers(8, seed=15)
 
     async def gathered(transport: httpx.AsyncBaseTransport | None) -> list[CheckResult]:
@@ -649,54 +664,58 @@ def test_concurrent_checks_share_max_concurrency_and_queue_outside_the_timeout(
         assert not any(r.possibly_billed for r in results)
         if isinstance(transport, RecordingTransport):
             assert transport.max_in_flight == 2
-    assert len(sim.provider.ledger()) == 16
+    assert len(simulator.provider.ledger()) == 16
 
 
 # -- transport failures ---------------------------------------------------------------
 
 
-def test_read_timeout_is_retried_and_marked_possibly_billed(sim: SimulatorServer) -> None:
+def test_read_timeout_is_retried_and_marked_possibly_billed(simulator: SimulatorServer) -> None:
     mobile = numbers_with_status(1, 1)[0]
-    sim.provider.update_config(slow_rate=1.0, slow_ms=1000)
-    result = check_one(settings_for(sim.base_url, timeout_s=0.3, max_retries=1), mobile)
+    simulator.provider.update_config(slow_rate=1.0, slow_ms=1000)
+    result = check_one(settings_for(simulator.base_url, timeout_s=0.3, max_retries=1), mobile)
     assert isinstance(result.error, ResponseTimeoutError)
     assert result.status is None
     assert result.possibly_billed
     assert not result.billed
     assert all(a.possibly_billed and a.http_status is None for a in result.attempts)
     assert len(result.attempts) == 2
-    ledger = sim.provider.ledger()
+    ledger = simulator.provider.ledger()
     assert [(e.billed, e.fault) for e in ledger] == [(True, "slow")] * 2
 
 
-def test_connection_refused_is_retried_and_not_possibly_billed(sim: SimulatorServer) -> None:
-    sim.stop()
-    result = check_one(settings_for(sim.base_url, max_retries=2), MOBILE)
+def test_connection_refused_is_retried_and_not_possibly_billed(simulator: SimulatorServer) -> None:
+    simulator.stop()
+    result = check_one(settings_for(simulator.base_url, max_retries=2), MOBILE)
     assert isinstance(result.error, ConnectFailedError)
     assert len(result.attempts) == 3
     assert not result.possibly_billed
     assert not result.billed
-    assert sim.provider.ledger() == []
+    assert simulator.provider.ledger() == []
 
 
-def test_server_stopped_mid_run_recovers_and_flags_cut_answers(sim: SimulatorServer) -> None:
+def test_server_stopped_mid_run_recovers_and_flags_cut_answers(simulator: SimulatorServer) -> None:
     """A request cut by the stop may have been billed: it is flagged possibly billed,
     never reported as "could not connect", and every number is answered after the restart."""
-    sim.provider.update_config(latency_ms=200)
+    simulator.provider.update_config(latency_ms=200)
     mobiles = sample_numbers(12, seed=4)
 
     def bounce() -> None:
         deadline = time.monotonic() + 10
-        while len(sim.provider.ledger()) < 6 and time.monotonic() < deadline:
+        while len(simulator.provider.ledger()) < 6 and time.monotonic() < deadline:
             time.sleep(0.002)
-        sim.stop()
+        simulator.stop()
         time.sleep(0.2)
-        sim.start()
+        simulator.start()
 
     thread = threading.Thread(target=bounce)
     thread.start()
     settings = settings_for(
-        sim.base_url, max_concurrency=4, max_retries=12, backoff_initial_s=0.05, backoff_max_s=0.2
+        simulator.base_url,
+        max_concurrency=4,
+        max_retries=12,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.2,
     )
     try:
         results = check_many(settings, mobiles)
@@ -707,7 +726,7 @@ def test_server_stopped_mid_run_recovers_and_flags_cut_answers(sim: SimulatorSer
     attempts = [a for r in results for a in r.attempts]
     assert any(isinstance(a.error, ConnectionLostError) for a in attempts)
     assert any(isinstance(a.error, ConnectFailedError) for a in attempts)
-    ledger = by_mobile(sim.provider.ledger())
+    ledger = by_mobile(simulator.provider.ledger())
     for result in results:
         entries = ledger[result.mobile]
         cut = [a for a in result.attempts if isinstance(a.error, ConnectionLostError)]
@@ -722,9 +741,9 @@ def test_server_stopped_mid_run_recovers_and_flags_cut_answers(sim: SimulatorSer
         assert len(unseen) <= len(cut)
 
 
-def test_ledger_reconciles_with_results_under_mixed_faults(sim: SimulatorServer) -> None:
+def test_ledger_reconciles_with_results_under_mixed_faults(simulator: SimulatorServer) -> None:
     """Per number, the provider's entries and the client's attempts line up one to one."""
-    sim.provider.update_config(
+    simulator.provider.update_config(
         seed=11,
         http_500_rate=0.04,
         malformed_rate=0.04,
@@ -737,9 +756,9 @@ def test_ledger_reconciles_with_results_under_mixed_faults(sim: SimulatorServer)
         error_http_status=202,
     )
     mobiles = sample_numbers(200, seed=12)
-    results = check_many(settings_for(sim.base_url, timeout_s=0.3, max_retries=3), mobiles)
+    results = check_many(settings_for(simulator.base_url, timeout_s=0.3, max_retries=3), mobiles)
     assert sorted(r.mobile for r in results) == sorted(mobiles)
-    ledger = by_mobile(sim.provider.ledger())
+    ledger = by_mobile(simulator.provider.ledger())
     billed_unseen = 0
     kinds: collections.Counter[str] = collections.Counter()
     for result in results:
@@ -762,7 +781,7 @@ def test_ledger_reconciles_with_results_under_mixed_faults(sim: SimulatorServer)
         assert result.order_number == last.order_number
         if isinstance(last.error, UnknownProviderError):
             assert result.code == ODD_CODE
-    all_entries = sim.provider.ledger()
+    all_entries = simulator.provider.ledger()
     assert sum(e.billed for e in all_entries) == sum(r.billed for r in results) + billed_unseen
     assert sum(r.billed for r in results) == sum(a.billed for r in results for a in r.attempts)
     for kind in ("NoneType", "ServerError", "MalformedResponseError", "ResponseTimeoutError"):
@@ -773,9 +792,9 @@ def test_ledger_reconciles_with_results_under_mixed_faults(sim: SimulatorServer)
 
 
 @pytest.mark.parametrize("placement", ["header", "query"])
-def test_token_placement(sim: SimulatorServer, placement: str) -> None:
+def test_token_placement(simulator: SimulatorServer, placement: str) -> None:
     transport = RecordingTransport()
-    settings = settings_for(sim.base_url, token_placement=placement)
+    settings = settings_for(simulator.base_url, token_placement=placement)
     result = check_one(settings, MOBILE, transport)
     assert result.status is Status(number_truth(MOBILE)[0])
     (request,) = transport.requests
@@ -791,14 +810,14 @@ def test_token_placement(sim: SimulatorServer, placement: str) -> None:
 
 
 def test_token_never_appears_in_debug_logs(
-    sim: SimulatorServer,
+    simulator: SimulatorServer,
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(settings_module, "_warned_hosts", set())
     caplog.set_level(logging.DEBUG)
-    sim.provider.update_config(
+    simulator.provider.update_config(
         http_500_rate=0.15,
         malformed_rate=0.15,
         operator_refused_rate=0.1,
@@ -808,12 +827,12 @@ def test_token_never_appears_in_debug_logs(
     )
     mobiles = [*sample_numbers(30, seed=21), "1391234"]
     for placement in ("header", "query"):
-        settings = settings_for(sim.base_url, token_placement=placement, timeout_s=0.2)
+        settings = settings_for(simulator.base_url, token_placement=placement, timeout_s=0.2)
         check_many(settings, mobiles)
-    sim.provider.update_config(token="SOMEONE0ELSES0TOKEN0000000000000")
+    simulator.provider.update_config(token="SOMEONE0ELSES0TOKEN0000000000000")
     for placement in ("header", "query"):
         with pytest.raises(InvalidTokenError):
-            check_one(settings_for(sim.base_url, token_placement=placement), MOBILE)
+            check_one(settings_for(simulator.base_url, token_placement=placement), MOBILE)
     ClientSettings(base_url="http://example.com", token=TOKEN)
 
     def echo(request: httpx.Request) -> httpx.Response:
@@ -830,22 +849,28 @@ def test_token_never_appears_in_debug_logs(
 
 
 @pytest.mark.parametrize("placement", ["header", "query"])
-def test_token_not_in_reprs_errors_or_tracebacks(sim: SimulatorServer, placement: str) -> None:
+def test_token_not_in_reprs_errors_or_tracebacks(
+    simulator: SimulatorServer, placement: str
+) -> None:
     texts: list[str] = []
-    settings = settings_for(sim.base_url, token_placement=placement, timeout_s=0.2, max_retries=0)
+    settings = settings_for(
+        simulator.base_url, token_placement=placement, timeout_s=0.2, max_retries=0
+    )
     texts += [repr(settings), repr(AsyncMobileStatusClient(settings))]
     with MobileStatusClient(settings) as sync_client:
         texts.append(repr(sync_client))
-    sim.provider.update_config(malformed_rate=0.3, odd_code_rate=0.2, slow_rate=0.2, slow_ms=500)
+    simulator.provider.update_config(
+        malformed_rate=0.3, odd_code_rate=0.2, slow_rate=0.2, slow_ms=500
+    )
     results = check_many(settings, sample_numbers(20))
     assert any(r.error is not None for r in results)
     texts += [repr(r) for r in results]
     texts += [exception_text(a.error) for r in results for a in r.attempts if a.error]
-    sim.provider.update_config(token="SOMEONE0ELSES0TOKEN0000000000000")
+    simulator.provider.update_config(token="SOMEONE0ELSES0TOKEN0000000000000")
     with pytest.raises(InvalidTokenError) as caught:
         check_one(settings, MOBILE)
     texts.append(exception_text(caught.value))
-    sim.stop()
+    simulator.stop()
     refused = check_one(settings, MOBILE)
     assert isinstance(refused.error, ConnectFailedError)
     texts += [repr(refused), exception_text(refused.error)]
@@ -1001,9 +1026,9 @@ def test_transport_exception_from_a_custom_transport_is_a_transport_error() -> N
 # -- streaming ---------------------------------------------------------------------------
 
 
-def test_check_many_accepts_a_generator_and_an_async_generator(sim: SimulatorServer) -> None:
+def test_check_many_accepts_a_generator_and_an_async_generator(simulator: SimulatorServer) -> None:
     mobiles = sample_numbers(40, seed=9)
-    settings = settings_for(sim.base_url, max_concurrency=4)
+    settings = settings_for(simulator.base_url, max_concurrency=4)
 
     def plain() -> Iterator[str]:
         yield from mobiles
@@ -1025,7 +1050,9 @@ def test_check_many_accepts_a_generator_and_an_async_generator(sim: SimulatorSer
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_check_many_reads_its_input_a_little_ahead_only(sim: SimulatorServer, kind: str) -> None:
+def test_check_many_reads_its_input_a_little_ahead_only(
+    simulator: SimulatorServer, kind: str
+) -> None:
     concurrency = 2
     read = 0
 
@@ -1040,7 +1067,7 @@ def test_check_many_reads_its_input_a_little_ahead_only(sim: SimulatorServer, ki
             yield mobile
 
     async def run() -> tuple[int, int, int]:
-        settings = settings_for(sim.base_url, max_concurrency=concurrency)
+        settings = settings_for(simulator.base_url, max_concurrency=concurrency)
         async with AsyncMobileStatusClient(settings) as client:
             stream = client.check_many(counted() if kind == "sync" else counted_async())
             for _ in range(3):
@@ -1049,9 +1076,9 @@ def test_check_many_reads_its_input_a_little_ahead_only(sim: SimulatorServer, ki
             read_while_paused = read
             async with asyncio.timeout(5):  # closing with full queues once hung forever
                 await stream.aclose()
-            calls = len(sim.provider.ledger())
+            calls = len(simulator.provider.ledger())
             await asyncio.sleep(0.1)
-            return read_while_paused, calls, len(sim.provider.ledger())
+            return read_while_paused, calls, len(simulator.provider.ledger())
 
     read_while_paused, calls_at_close, calls_later = asyncio.run(run())
     assert 3 <= read_while_paused <= 8 * concurrency
@@ -1059,9 +1086,9 @@ def test_check_many_reads_its_input_a_little_ahead_only(sim: SimulatorServer, ki
     assert calls_later == calls_at_close
 
 
-def test_closing_check_many_early_cancels_the_rest(sim: SimulatorServer) -> None:
-    sim.provider.update_config(latency_ms=30)
-    settings = settings_for(sim.base_url, max_concurrency=4)
+def test_closing_check_many_early_cancels_the_rest(simulator: SimulatorServer) -> None:
+    simulator.provider.update_config(latency_ms=30)
+    settings = settings_for(simulator.base_url, max_concurrency=4)
 
     async def run() -> int:
         async with asyncio.timeout(5), AsyncMobileStatusClient(settings) as client:
@@ -1072,34 +1099,34 @@ def test_closing_check_many_early_cancels_the_rest(sim: SimulatorServer) -> None
             return len(asyncio.all_tasks())
 
     assert asyncio.run(run()) == 1
-    calls = len(sim.provider.ledger())
+    calls = len(simulator.provider.ledger())
     time.sleep(0.1)
-    assert len(sim.provider.ledger()) == calls < 20
+    assert len(simulator.provider.ledger()) == calls < 20
 
 
-def test_breaking_out_of_check_many_stops_calling(sim: SimulatorServer) -> None:
+def test_breaking_out_of_check_many_stops_calling(simulator: SimulatorServer) -> None:
     """A bare ``break`` leaves closing to the event loop's async-generator finalizer."""
-    sim.provider.update_config(latency_ms=30)
+    simulator.provider.update_config(latency_ms=30)
 
     async def run() -> None:
-        settings = settings_for(sim.base_url, max_concurrency=4)
+        settings = settings_for(simulator.base_url, max_concurrency=4)
         async with AsyncMobileStatusClient(settings) as client:
             async for _ in client.check_many(sample_numbers(500)):
                 await asyncio.sleep(0.2)
                 break
 
     asyncio.run(asyncio.wait_for(run(), 5))
-    calls = len(sim.provider.ledger())
+    calls = len(simulator.provider.ledger())
     time.sleep(0.1)
-    assert len(sim.provider.ledger()) == calls < 20
+    assert len(simulator.provider.ledger()) == calls < 20
 
 
 # -- the blocking client --------------------------------------------------------------
 
 
-def test_sync_client_check_and_check_many(sim: SimulatorServer) -> None:
+def test_sync_client_check_and_check_many(simulator: SimulatorServer) -> None:
     mobiles = sample_numbers(25, seed=13)
-    with MobileStatusClient(settings_for(sim.base_url, max_concurrency=4)) as client:
+    with MobileStatusClient(settings_for(simulator.base_url, max_concurrency=4)) as client:
         one = client.check(MOBILE)
         many = list(client.check_many(iter(mobiles)))
         again = client.check(mobiles[0])
@@ -1116,28 +1143,28 @@ def test_sync_client_check_and_check_many(sim: SimulatorServer) -> None:
     assert len(first_few) == 2
 
 
-def test_sync_client_raises_fatal_errors(sim: SimulatorServer) -> None:
-    sim.provider.update_config(balance=3)
-    with MobileStatusClient(settings_for(sim.base_url, max_concurrency=2)) as client:
+def test_sync_client_raises_fatal_errors(simulator: SimulatorServer) -> None:
+    simulator.provider.update_config(balance=3)
+    with MobileStatusClient(settings_for(simulator.base_url, max_concurrency=2)) as client:
         delivered: list[CheckResult] = []
         with pytest.raises(InsufficientBalanceError):
             delivered.extend(client.check_many(numbers_with_status(1, 20)))
         with pytest.raises(InsufficientBalanceError):
             client.check(MOBILE)
     assert sum(r.billed for r in delivered) == 3
-    assert {e.order_number for e in sim.provider.ledger(billed_only=True)} <= {
+    assert {e.order_number for e in simulator.provider.ledger(billed_only=True)} <= {
         r.order_number for r in delivered
     }
 
 
 def test_sync_client_keeps_in_flight_requests_going_while_the_caller_works(
-    sim: SimulatorServer,
+    simulator: SimulatorServer,
 ) -> None:
     """A caller slower than the timeout must not turn arrived answers into timeouts
     (each of which would be retried and billed again)."""
-    sim.provider.update_config(latency_ms=30, jitter_ms=25)
+    simulator.provider.update_config(latency_ms=30, jitter_ms=25)
     mobiles = numbers_with_status(1, 8)
-    settings = settings_for(sim.base_url, max_concurrency=4, timeout_s=0.15)
+    settings = settings_for(simulator.base_url, max_concurrency=4, timeout_s=0.15)
     results = []
     with MobileStatusClient(settings) as client:
         for result in client.check_many(mobiles):
@@ -1146,19 +1173,19 @@ def test_sync_client_keeps_in_flight_requests_going_while_the_caller_works(
     assert sorted(r.mobile for r in results) == sorted(mobiles)
     assert [len(r.attempts) for r in results] == [1] * 8
     assert all(r.status is Status.ONLINE for r in results)
-    assert len(sim.provider.ledger(billed_only=True)) == 8
+    assert len(simulator.provider.ledger(billed_only=True)) == 8
 
 
-def test_sync_client_close_stops_an_unfinished_check_many(sim: SimulatorServer) -> None:
-    sim.provider.update_config(latency_ms=20)
-    client = MobileStatusClient(settings_for(sim.base_url, max_concurrency=4))
+def test_sync_client_close_stops_an_unfinished_check_many(simulator: SimulatorServer) -> None:
+    simulator.provider.update_config(latency_ms=20)
+    client = MobileStatusClient(settings_for(simulator.base_url, max_concurrency=4))
     stream = client.check_many(sample_numbers(300))
     assert next(stream).answered
     client.close()
     client.close()
-    calls = len(sim.provider.ledger())
+    calls = len(simulator.provider.ledger())
     time.sleep(0.1)
-    assert len(sim.provider.ledger()) == calls < 50
+    assert len(simulator.provider.ledger()) == calls < 50
     assert isinstance(stream, Generator)
     stream.close()
     with pytest.raises(RuntimeError, match="closed"):

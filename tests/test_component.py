@@ -11,10 +11,9 @@ import dataclasses
 import importlib
 import inspect
 import json
-import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -36,10 +35,22 @@ from mobile_status_dagster.integration.component import (
     ProviderModel,
 )
 from mobile_status_dagster.integration.resources import MobileStatusResource
-from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer, number_truth
-from tests.support import base_env, numbers_with_status, query, sample_numbers, seed_sets
+from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer
+from tests.support import (
+    asked,
+    backdate,
+    base_env,
+    make_dg_project,
+    numbers_with_status,
+    query,
+    requests_since,
+    run_dg,
+    sample_numbers,
+    seed_sets,
+    truth,
+    write_component,
+)
 
-DG = Path(sys.executable).with_name("dg")
 COMPONENT_TYPE = "mobile_status_dagster.MobileStatusComponent"
 SECRET = "SECRETTOKEN0NEVER0WRITTEN0000000"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -50,61 +61,8 @@ CRM_KEYS = [
 ]
 CHECK_NAMES = {"coverage", "audit_reconciliation", "no_double_billing"}
 
-DEFINITIONS_PY = """\
-from pathlib import Path
-import dagster as dg
-
-@dg.definitions
-def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-"""
-
 
 # --- helpers --------------------------------------------------------------------------
-
-
-def make_project(directory: Path, package: str) -> Path:
-    """A minimal ``dg`` project in ``directory`` whose root module is ``package``."""
-    (directory / package / "defs").mkdir(parents=True)
-    (directory / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""\
-            [project]
-            name = "{package}"
-            version = "0.1.0"
-            [tool.dg]
-            directory_type = "project"
-            [tool.dg.project]
-            root_module = "{package}"
-            """
-        )
-    )
-    (directory / package / "__init__.py").write_text("")
-    (directory / package / "defs" / "__init__.py").write_text("")
-    (directory / package / "definitions.py").write_text(DEFINITIONS_PY)
-    return directory
-
-
-def write_component(project: Path, package: str, name: str, yaml: str) -> Path:
-    """Write ``defs/<name>/defs.yaml`` in ``project``."""
-    folder = project / package / "defs" / name
-    folder.mkdir(parents=True)
-    path = folder / "defs.yaml"
-    path.write_text(textwrap.dedent(yaml))
-    return path
-
-
-def run_dg(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run the ``dg`` command next to this Python, in ``cwd``."""
-    return subprocess.run(
-        [str(DG), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def attributes_of(path: Path) -> tuple[str, dict[str, Any]]:
@@ -114,6 +72,17 @@ def attributes_of(path: Path) -> tuple[str, dict[str, Any]]:
     attributes = document["attributes"]
     assert isinstance(attributes, dict)
     return str(document["type"]), attributes
+
+
+def provider_from_env(resource: object, token: str, base_url: str) -> MobileStatusResource:
+    """``resource`` is a provider resource whose token and base URL are the environment
+    variables named ``token`` and ``base_url`` (read at run start, never stored)."""
+    assert isinstance(resource, MobileStatusResource)
+    assert isinstance(resource.token, dg.EnvVar)
+    assert resource.token.env_var_name == token
+    assert isinstance(resource.base_url, dg.EnvVar)
+    assert resource.base_url.env_var_name == base_url
+    return resource
 
 
 def stored_text(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str]:
@@ -132,21 +101,6 @@ def stored_text(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str]:
     return records, snapshots
 
 
-def backdate(db: Path, mobiles: Sequence[str], days: float) -> None:
-    """Make the ``crm`` instance's cached answers and audit rows of ``mobiles`` older."""
-    seconds = int(days * 86400)
-    for table, column in (
-        ("crm_mobile_status_latest", "checked_at"),
-        ("crm_provider_calls", "requested_at"),
-    ):
-        query(
-            db,
-            f"UPDATE {table} SET {column} = {column} - to_seconds(?) "
-            "WHERE mobile IN (SELECT unnest(CAST(? AS VARCHAR[])))",
-            [seconds, list(mobiles)],
-        )
-
-
 # --- scaffold, check, list (the dg command line) --------------------------------------
 
 
@@ -155,7 +109,7 @@ def test_scaffolded_component_checks_and_lists_without_writing_the_token(tmp_pat
     ``{{ env.* }}`` templates (the token in the environment is not copied into it);
     ``dg check defs`` then loads it without any provider setting in the environment,
     and ``dg list defs --json`` shows every asset, check, sensor and schedule."""
-    project = make_project(tmp_path / "scaffolded", "phone_project")
+    project = make_dg_project(tmp_path / "scaffolded", "phone_project")
     env = base_env(PYTHONPATH=str(project), MOBILE_STATUS_TOKEN=SECRET)
     scaffold = run_dg("scaffold", "defs", COMPONENT_TYPE, "phone_lists", cwd=project, env=env)
     assert scaffold.returncode == 0, scaffold.stderr
@@ -210,7 +164,7 @@ class YamlProject:
 def yaml_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[YamlProject]:
     """The project on ``sys.path`` (its package name is unique to this module)."""
     package = "phone_project_component_yaml"
-    root = make_project(tmp_path / "project", package)
+    root = make_dg_project(tmp_path / "project", package)
     db = tmp_path / "warehouse.duckdb"
     write_component(
         root,
@@ -278,12 +232,9 @@ def test_yaml_component_materializes_against_the_simulator(
     resources = defs.resources or {}
     assert set(resources) == {"mobile_status_api", "duckdb", "crm_mobile_status_api", "crm_duckdb"}
 
-    api = resources["crm_mobile_status_api"]
-    assert isinstance(api, MobileStatusResource)
-    assert isinstance(api.token, dg.EnvVar)
-    assert api.token.env_var_name == "MOBILE_STATUS_TOKEN"
-    assert isinstance(api.base_url, dg.EnvVar)
-    assert api.base_url.env_var_name == "MOBILE_STATUS_BASE_URL"
+    api = provider_from_env(
+        resources["crm_mobile_status_api"], "MOBILE_STATUS_TOKEN", "MOBILE_STATUS_BASE_URL"
+    )
     assert (api.unit_price, api.max_concurrency) == ("0.05", 8)
     duckdb_resource = resources["crm_duckdb"]
     assert isinstance(duckdb_resource, DuckDBResource)
@@ -322,7 +273,7 @@ def test_yaml_component_materializes_against_the_simulator(
 
     first = materialize()
     ledger = simulator.provider.ledger()
-    assert sorted(str(e.mobile) for e in ledger) == sorted(numbers)
+    assert asked(ledger) == sorted(numbers)
     assert all(e.token_ok for e in ledger)
     published = query(
         yaml_project.db,
@@ -330,7 +281,7 @@ def test_yaml_component_materializes_against_the_simulator(
     )
     assert sorted(str(m) for m, _, _ in published) == sorted(numbers)
     for mobile, code, status in published:
-        assert code == number_truth(str(mobile))[0]
+        assert code == truth(str(mobile))
         assert status == Status(code).label
     tables = {str(t) for (t,) in query(yaml_project.db, "SELECT table_name FROM duckdb_tables()")}
     assert {"crm_mobile_status", "crm_provider_calls", "crm_mobile_status_latest"} <= tables
@@ -345,17 +296,17 @@ def test_yaml_component_materializes_against_the_simulator(
 
     # Freshness from the YAML: 11-day-old answers are stale (max_age_days: 10, not the
     # default 30); 3-day-old ones are fresh, except vacant ones (vacant: 2).
-    unknown = [m for m in numbers if number_truth(m)[0] == Status.UNKNOWN]
-    vacant = [m for m in numbers if number_truth(m)[0] == Status.VACANT]
+    unknown = [m for m in numbers if truth(m) == Status.UNKNOWN]
+    vacant = [m for m in numbers if truth(m) == Status.VACANT]
     old = [m for m in numbers[:15] if m not in vacant]
     recent = [m for m in numbers if m not in old]
     assert len(vacant) >= 3
     assert len(set(old) - set(unknown)) >= 10
-    backdate(yaml_project.db, old, 11)
-    backdate(yaml_project.db, recent, 3)
+    backdate(yaml_project.db, old, 11, prefix="crm_", audit=True)
+    backdate(yaml_project.db, recent, 3, prefix="crm_", audit=True)
     mark = len(ledger)
     materialize()  # its no_double_billing check judges re-billing by the YAML's freshness too
-    again = sorted(str(e.mobile) for e in simulator.provider.ledger()[mark:])
+    again = asked(requests_since(simulator, mark))
     assert again == sorted({*old, *vacant, *unknown})
     assert set(recent) - set(vacant) - set(unknown)  # some 3-day-old answers were kept
 
@@ -491,12 +442,7 @@ def test_every_option_and_setting_set_in_yaml_reaches_the_factory_and_the_resour
 
     resources = defs.resources or {}
     assert set(resources) == {"crm_cn_mobile_status_api", "crm_cn_duckdb"}
-    api = resources["crm_cn_mobile_status_api"]
-    assert isinstance(api, MobileStatusResource)
-    assert isinstance(api.token, dg.EnvVar)
-    assert api.token.env_var_name == "CRM_TOKEN"
-    assert isinstance(api.base_url, dg.EnvVar)
-    assert api.base_url.env_var_name == "CRM_BASE_URL"
+    api = provider_from_env(resources["crm_cn_mobile_status_api"], "CRM_TOKEN", "CRM_BASE_URL")
     written = {
         "token_placement": "query",
         "timeout_s": 4.5,

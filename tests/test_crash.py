@@ -6,7 +6,6 @@ The runs here are real ``mobile-status enrich`` processes, killed for real.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import random
 import signal
@@ -33,7 +32,8 @@ from mobile_status_dagster.integration.sensors import NEW_SETS_SENSOR
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
 from tests.support import (
     COMMAND,
-    base_env,
+    billed_twice,
+    cli_env,
     query,
     resources,
     run_cli,
@@ -42,19 +42,8 @@ from tests.support import (
 )
 
 CONCURRENCY = 16
-
-
-def cli_env(sim: SimulatorServer, db: Path, **changes: str) -> dict[str, str]:
-    return base_env(
-        **{
-            settings.DB: str(db),
-            settings.BASE_URL: sim.base_url,
-            settings.TOKEN: DEMO_TOKEN,
-            settings.MAX_CONCURRENCY: str(CONCURRENCY),
-            settings.UNIT_PRICE: "0.05",
-        }
-        | changes
-    )
+CONCURRENT = {settings.MAX_CONCURRENCY: str(CONCURRENCY)}
+"""The CLI runs' concurrency, as an environment change for :func:`cli_env`."""
 
 
 def start_enrich(env: dict[str, str], *sets: str) -> subprocess.Popen[str]:
@@ -76,11 +65,6 @@ def wait_for_calls(sim: SimulatorServer, at_least: int, timeout_s: float = 60) -
         time.sleep(0.01)
 
 
-def billed_twice(sim: SimulatorServer) -> list[str]:
-    counts = collections.Counter(e.mobile for e in sim.provider.ledger(billed_only=True))
-    return [str(m) for m, n in counts.items() if n > 1]
-
-
 def assert_set_complete(db: Path, set_id: str, numbers: list[str]) -> None:
     """Published, one row per input row, every valid number answered."""
     rows = query(
@@ -99,7 +83,7 @@ def test_sigkill_at_random_points_loses_at_most_the_requests_in_flight(db: Path)
     rng = random.Random(5)
     kills = 0
     with SimulatorServer(SimulatorConfig(latency_ms=20, jitter_ms=10, seed=3)) as sim:
-        env = cli_env(sim, db)
+        env = cli_env(sim, db, **CONCURRENT)
         for _ in range(4):
             before = len(sim.provider.ledger())
             process = start_enrich(env, "s")
@@ -126,7 +110,7 @@ def test_sigterm_stops_cleanly_keeps_every_answer_and_the_rerun_completes(db: Pa
     numbers = sample_numbers(1200, seed=22)
     seed_sets(db, {"s": numbers})
     with SimulatorServer(SimulatorConfig(latency_ms=30, seed=3)) as sim:
-        env = cli_env(sim, db)
+        env = cli_env(sim, db, **CONCURRENT)
         process = start_enrich(env, "s")
         wait_for_calls(sim, 200)
         process.send_signal(signal.SIGTERM)
@@ -228,7 +212,7 @@ def test_four_concurrent_runs_on_one_file_all_succeed_without_paying_twice(db: P
     seed_sets(db, sets)
     config = SimulatorConfig(latency_ms=10, qps_limit=400, seed=3)
     with SimulatorServer(config) as sim:
-        env = cli_env(sim, db, **{settings.QPS: "380"})
+        env = cli_env(sim, db, **CONCURRENT, **{settings.QPS: "380"})
         processes = [start_enrich(env, set_id) for set_id in sets]
         results = [p.communicate(timeout=240) for p in processes]
         for process, (_, stderr) in zip(processes, results, strict=True):
@@ -247,7 +231,7 @@ def test_reports_and_sensor_reads_succeed_while_a_run_writes(db: Path) -> None:
     numbers = sample_numbers(2000, seed=25)
     seed_sets(db, {"done": numbers[:50], "busy": numbers[50:]})
     with SimulatorServer(SimulatorConfig(latency_ms=15)) as sim:
-        env = cli_env(sim, db)
+        env = cli_env(sim, db, **CONCURRENT)
         assert run_cli("enrich", "--set", "done", "--quiet", env=env).returncode == 0
         process = start_enrich(env, "busy")
         wait_for_calls(sim, 100)

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -24,11 +23,21 @@ import pytest
 
 from mobile_status_dagster.integration import environment as settings
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
-from tests.support import base_env, query, run_cli, sample_numbers
+from tests.support import (
+    DG,
+    asked,
+    base_env,
+    make_dagster_home,
+    make_dg_project,
+    query,
+    run_cli,
+    run_dg,
+    sample_numbers,
+    write_component,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-DG = Path(sys.executable).with_name("dg")
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
@@ -38,13 +47,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def dagster_home(path: Path) -> Path:
-    """A fresh ``DAGSTER_HOME`` (telemetry off)."""
-    path.mkdir(parents=True)
-    (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return path
 
 
 class DagsterDev:
@@ -220,42 +222,8 @@ attributes:
 
 def phone_project(root: Path, database: Path) -> Path:
     """A dg project whose only definitions are one MobileStatusComponent in YAML."""
-    package = root / "deployed_phones"
-    (package / "defs" / "phone_lists").mkdir(parents=True)
-    (root / "pyproject.toml").write_text(
-        textwrap.dedent(
-            """
-            [project]
-            name = "deployed_phones"
-            version = "0.1.0"
-
-            [tool.dg]
-            directory_type = "project"
-
-            [tool.dg.project]
-            root_module = "deployed_phones"
-            """
-        )
-    )
-    (package / "__init__.py").write_text("")
-    (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(
-        textwrap.dedent(
-            """
-            from pathlib import Path
-
-            import dagster as dg
-
-
-            @dg.definitions
-            def defs() -> dg.Definitions:
-                return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-            """
-        )
-    )
-    (package / "defs" / "phone_lists" / "defs.yaml").write_text(
-        PROJECT_DEFS.format(database=database)
-    )
+    make_dg_project(root, "deployed_phones")
+    write_component(root, "deployed_phones", "phone_lists", PROJECT_DEFS.format(database=database))
     return root
 
 
@@ -276,7 +244,7 @@ def test_new_set_sensor_backfill_and_automation_in_a_real_deployment(tmp_path: P
     with SimulatorServer(SimulatorConfig(latency_ms=0)) as simulator:
         env = base_env(
             PYTHONPATH=str(project),
-            DAGSTER_HOME=str(dagster_home(tmp_path / "home")),
+            DAGSTER_HOME=str(make_dagster_home(tmp_path / "home")),
             VIRTUAL_ENV=sys.prefix,
             **{settings.BASE_URL: simulator.base_url, settings.TOKEN: DEMO_TOKEN},
         )
@@ -342,15 +310,7 @@ def test_the_ui_command_printed_by_the_demo_materializes_against_its_simulator(
 ) -> None:
     """``make demo``'s last line, run as printed (plus a free port), can enrich a new set."""
     demo = tmp_path / "demo"
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("mobile-status")), "demo", "--dir", str(demo)],
-        cwd=REPO,
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_cli("demo", "--dir", str(demo), env=base_env(), cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     printed = lines[next(i for i, line in enumerate(lines) if line.startswith("8. ")) + 1]
@@ -385,29 +345,13 @@ def test_the_ui_command_printed_by_the_demo_materializes_against_its_simulator(
 def test_dg_commands_from_the_repository_root(tmp_path: Path) -> None:
     """``dg check defs``, ``dg list defs`` and ``dg launch --assets`` work from the repo root."""
     env = base_env(
-        DAGSTER_HOME=str(dagster_home(tmp_path / "home")),
+        DAGSTER_HOME=str(make_dagster_home(tmp_path / "home")),
         VIRTUAL_ENV=sys.prefix,
         **{settings.DB: str(tmp_path / "numbers.duckdb")},
     )
-    check = subprocess.run(
-        [str(DG), "check", "defs"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    check = run_dg("check", "defs", cwd=REPO, env=env)
     assert check.returncode == 0, check.stdout + check.stderr
-    listing = subprocess.run(
-        [str(DG), "list", "defs"],
-        cwd=REPO,
-        env=env | {"COLUMNS": "250"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    listing = run_dg("list", "defs", cwd=REPO, env=env | {"COLUMNS": "250"})
     assert listing.returncode == 0, listing.stderr
     for name in (
         "mobile_status_summary",
@@ -425,17 +369,18 @@ def test_dg_commands_from_the_repository_root(tmp_path: Path) -> None:
         csv = write_numbers(tmp_path / "s1.csv", numbers)
         loaded = run_cli("load", str(csv), "--set", "s1", env=run_env)
         assert loaded.returncode == 0, loaded.stderr
-        launched = subprocess.run(
-            [str(DG), "launch", "--assets", "mobile_status", "--partition", "s1"],
+        launched = run_dg(
+            "launch",
+            "--assets",
+            "mobile_status",
+            "--partition",
+            "s1",
             cwd=REPO,
             env=run_env,
-            capture_output=True,
-            text=True,
             timeout=300,
-            check=False,
         )
         assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
-        assert sorted(str(e.mobile) for e in simulator.provider.ledger()) == sorted(numbers)
+        assert asked(simulator.provider.ledger()) == sorted(numbers)
     assert query(tmp_path / "numbers.duckdb", "SELECT count(status_code) FROM mobile_status") == [
         (12,)
     ]

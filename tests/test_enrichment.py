@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import os
 import subprocess
 import sys
@@ -47,24 +48,29 @@ from mobile_status_dagster.integration.definitions import (
 from mobile_status_dagster.integration.sensors import NEW_SETS_SENSOR
 from mobile_status_dagster.simulator import (
     DEMO_TOKEN,
-    LedgerEntry,
     SimulatorServer,
     number_truth,
 )
 from tests.support import (
     PRICE,
+    ROTATED_TOKEN,
+    asked,
+    assert_nothing_billed_twice,
     backdate,
+    billable,
+    one_run,
     query,
+    requests_since,
     resources,
-    rotating_decide,
+    revoke_token_after,
     run_sets,
     sample_numbers,
     seed_sets,
+    truth,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET_KEY = dg.AssetKey("mobile_status")
-OTHER_TOKEN = "ROTATEDTOKEN00000000000000000000"
 PUBLISHED_COLUMNS = (
     "set_id",
     "mobile_raw",
@@ -85,34 +91,9 @@ PUBLISHED_COLUMNS = (
 # --- helpers --------------------------------------------------------------------------
 
 
-def truth(mobile: str) -> int:
-    """The status the simulator (seed 0) answers for ``mobile``."""
-    return number_truth(mobile)[0]
-
-
-def billable(mobiles: Iterable[str]) -> list[str]:
-    """The numbers whose answer is billed (status other than unknown)."""
-    return [m for m in mobiles if truth(m) != Status.UNKNOWN]
-
-
 def unknown(mobiles: Iterable[str]) -> list[str]:
     """The numbers the simulator answers "unknown" (never billed, always asked again)."""
     return [m for m in mobiles if truth(m) == Status.UNKNOWN]
-
-
-def asked(entries: Iterable[LedgerEntry]) -> list[str]:
-    """The numbers of ledger entries, sorted (repeats kept)."""
-    return sorted(str(e.mobile) for e in entries)
-
-
-def requests_since(sim: SimulatorServer, mark: int) -> list[LedgerEntry]:
-    """Ledger entries recorded after the first ``mark`` ones."""
-    return sim.provider.ledger()[mark:]
-
-
-def assert_nothing_billed_twice(sim: SimulatorServer) -> None:
-    counts = collections.Counter(e.mobile for e in sim.provider.ledger(billed_only=True))
-    assert [m for m, n in counts.items() if n > 1] == []
 
 
 def assert_paid_answers_kept(sim: SimulatorServer, db: Path) -> None:
@@ -150,11 +131,6 @@ def cost_of(metadata: Mapping[str, Any]) -> tuple[Decimal, str]:
     cost = metadata["mobile_status/cost"]
     assert isinstance(cost, float)
     return Decimal(str(cost)), str(metadata["mobile_status/currency"])
-
-
-def one_run(outcomes: list[RunOutcome]) -> RunOutcome:
-    assert len(outcomes) == 1, outcomes
-    return outcomes[0]
 
 
 # --- incremental: never pay twice -------------------------------------------------------
@@ -479,15 +455,10 @@ def test_published_table_has_one_row_per_input_row(simulator: SimulatorServer, d
 # --- fatal provider errors ----------------------------------------------------------------
 
 
-def revoke_token_after(sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
-    """The account token is rotated at the provider after ``calls`` requests."""
-    monkeypatch.setattr(sim.provider, "decide", rotating_decide(sim, calls, OTHER_TOKEN))
-
-
 @dataclass(frozen=True)
 class Fault:
     name: str
-    inject: Callable[[SimulatorServer, pytest.MonkeyPatch], object]
+    inject: Callable[[SimulatorServer, contextlib.ExitStack], object]  # undone on the stack
     clear: Callable[[SimulatorServer], object]
     message: tuple[str, ...]
     billed: Callable[[int], bool]  # billed in the failed run, given the numbers to send
@@ -496,28 +467,28 @@ class Fault:
 FAULTS = [
     Fault(
         "token-revoked-mid-run",
-        lambda sim, mp: revoke_token_after(sim, mp, 40),
+        lambda sim, stack: stack.enter_context(revoke_token_after(sim, 40)),
         lambda sim: sim.provider.update_config(token=DEMO_TOKEN),
         ("4001", settings.TOKEN),
         lambda n: 0 < n < 150,
     ),
     Fault(
         "token-invalid-from-start",
-        lambda sim, mp: sim.provider.update_config(token=OTHER_TOKEN),
+        lambda sim, _: sim.provider.update_config(token=ROTATED_TOKEN),
         lambda sim: sim.provider.update_config(token=DEMO_TOKEN),
         ("4001", settings.TOKEN),
         lambda n: n == 0,
     ),
     Fault(
         "balance-spent",
-        lambda sim, mp: sim.provider.update_config(balance=25),
+        lambda sim, _: sim.provider.update_config(balance=25),
         lambda sim: sim.provider.update_config(balance=None),
         ("4002", "Top up"),
         lambda n: n == 25,
     ),
     Fault(
         "service-disabled",
-        lambda sim, mp: sim.provider.update_config(disabled=True),
+        lambda sim, _: sim.provider.update_config(disabled=True),
         lambda sim: sim.provider.update_config(disabled=False),
         ("4004", "Enable"),
         lambda n: n == 0,
@@ -527,7 +498,7 @@ FAULTS = [
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
 def test_fatal_provider_error_stops_the_run_and_a_rerun_pays_only_for_the_rest(
-    simulator: SimulatorServer, db: Path, monkeypatch: pytest.MonkeyPatch, fault: Fault
+    simulator: SimulatorServer, db: Path, fault: Fault
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
     pool = sample_numbers(400)
@@ -538,9 +509,10 @@ def test_fatal_provider_error_stops_the_run_and_a_rerun_pays_only_for_the_rest(
     before = published(db, "a")
 
     seed_sets(db, {"a": new})
-    fault.inject(simulator, monkeypatch)
-    mark = len(simulator.provider.ledger(billed_only=True))
-    failed = one_run(run_sets(simulator, db, ["a"], instance=instance))
+    with contextlib.ExitStack() as injected:
+        fault.inject(simulator, injected)
+        mark = len(simulator.provider.ledger(billed_only=True))
+        failed = one_run(run_sets(simulator, db, ["a"], instance=instance))
 
     assert not failed.success
     assert failed.message is not None

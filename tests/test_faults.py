@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import os
 import re
 import threading
 import time
@@ -54,13 +55,23 @@ from mobile_status_dagster.simulator import (
     LedgerEntry,
     SimulatorConfig,
     SimulatorServer,
-    number_truth,
 )
-from tests.support import query, rotating_decide, run_sets, sample_numbers, seed_sets
+from tests.support import (
+    asked,
+    billed_twice,
+    cli_env,
+    one_run,
+    query,
+    requests_since,
+    revoke_token_after,
+    run_sets,
+    sample_numbers,
+    seed_sets,
+    truth,
+)
 
 #: Seeds the simulator's answers and fault draws (one seed: one sequence of faults).
 SEED = 3
-OTHER_TOKEN = "ROTATEDTOKEN11111111111111111111"
 MOBILE_RE = re.compile(r"1[3-9][0-9]{9}")
 BILLED_CODES = tuple(s.value for s in Status if s.billed)
 
@@ -91,10 +102,9 @@ def _short_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def sim() -> Iterator[SimulatorServer]:
-    """A simulator on loopback with this module's seed, answering at once."""
-    with SimulatorServer(SimulatorConfig(latency_ms=0, seed=SEED)) as server:
-        yield server
+def simulator_config() -> SimulatorConfig:
+    """This module's simulator answers at once, with this module's seed."""
+    return SimulatorConfig(latency_ms=0, seed=SEED)
 
 
 # --- the sets -------------------------------------------------------------------------
@@ -117,10 +127,6 @@ def valid_numbers(sets: Mapping[str, Sequence[str | None]]) -> set[str]:
             if normalized.mobile is not None:
                 out.add(normalized.mobile)
     return out
-
-
-def truth(mobile: str) -> int:
-    return number_truth(mobile, SEED)[0]
 
 
 # --- reconciling the audit with the provider's ledger ------------------------------------
@@ -268,11 +274,6 @@ def assert_journal_folded(db: Path) -> None:
 # --- outcomes -------------------------------------------------------------------------
 
 
-def one_run(outcomes: list[RunOutcome]) -> RunOutcome:
-    assert len(outcomes) == 1, outcomes
-    return outcomes[0]
-
-
 def assert_defined_state(run: RunOutcome, fatal: Sequence[str] | None) -> None:
     """Success, or a failure that says what happened and what to do (never the token)."""
     if fatal is not None:
@@ -307,7 +308,7 @@ def assert_complete(db: Path, sets: Mapping[str, Sequence[str | None]]) -> None:
         assert len(table) == len(rows), set_id
         for mobile, valid, status_code, reason, source in table:
             if valid:
-                assert status_code == truth(mobile), numbers.mask(mobile)
+                assert status_code == truth(mobile, SEED), numbers.mask(mobile)
                 assert source in ("provider", "cache")
             else:
                 assert reason is not None
@@ -323,21 +324,6 @@ MidRun = Callable[[SimulatorServer, pytest.MonkeyPatch], contextlib.AbstractCont
 @contextlib.contextmanager
 def nothing(sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
-
-
-def revoke_token_after(calls: int) -> MidRun:
-    """The provider rotates the account's token after ``calls`` more requests."""
-
-    @contextlib.contextmanager
-    def inject(sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-        decide = sim.provider.decide
-        monkeypatch.setattr(sim.provider, "decide", rotating_decide(sim, calls, OTHER_TOKEN))
-        try:
-            yield
-        finally:
-            monkeypatch.setattr(sim.provider, "decide", decide)
-
-    return inject
 
 
 def server_goes_away(after: int, down_s: float) -> MidRun:
@@ -424,7 +410,7 @@ FAULTS = [
         "token-revoked-4001",
         {},
         lambda ledger: any(e.code == 4001 for e in ledger),
-        mid_run=revoke_token_after(100),
+        mid_run=lambda sim, _: revoke_token_after(sim, 100),
         fatal=("4001", settings.TOKEN),
     ),
     Fault(
@@ -456,36 +442,35 @@ def rerun_pays_only_for_what_was_missing(
     rerun = one_run(run_sets(sim, db, list(sets), instance=instance))
     assert rerun.success, rerun.message
 
-    again = sim.provider.ledger()[mark:]
-    assert sorted(str(e.mobile) for e in again) == sorted(valid_numbers(sets) - paid)
+    again = requests_since(sim, mark)
+    assert asked(again) == sorted(valid_numbers(sets) - paid)
     assert all(e.code == 2000 for e in again)
     assert_complete(db, sets)
     after = reconcile(sim, db, server_restarted=server_restarted)
     assert after.undelivered_billed == before.undelivered_billed
     # Billed twice: exactly the numbers whose billed answer never reached the client.
-    billed = collections.Counter(e.mobile for e in sim.provider.ledger(billed_only=True))
-    assert {m for m, n in billed.items() if n > 1} == {e.mobile for e in after.undelivered_billed}
+    assert set(billed_twice(sim)) == {e.mobile for e in after.undelivered_billed}
     assert_journal_folded(db)
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
 def test_provider_fault_keeps_every_paid_answer_and_a_rerun_completes_the_sets(
-    sim: SimulatorServer, db: Path, monkeypatch: pytest.MonkeyPatch, fault: Fault
+    simulator: SimulatorServer, db: Path, monkeypatch: pytest.MonkeyPatch, fault: Fault
 ) -> None:
     sets = fault_sets()
     seed_sets(db, sets)
     instance = dg.DagsterInstance.ephemeral()
-    sim.provider.update_config(**fault.provider)
-    with fault.mid_run(sim, monkeypatch):
-        first = one_run(run_sets(sim, db, list(sets), instance=instance, **fault.api))
+    simulator.provider.update_config(**fault.provider)
+    with fault.mid_run(simulator, monkeypatch):
+        first = one_run(run_sets(simulator, db, list(sets), instance=instance, **fault.api))
 
-    ledger = sim.provider.ledger()
+    ledger = simulator.provider.ledger()
     assert fault.happened(ledger), f"the fault {fault.name} was not injected"
     assert all(e.mobile is not None and MOBILE_RE.fullmatch(e.mobile) for e in ledger)
     assert_defined_state(first, fault.fatal)
     assert_all_or_nothing(db, sets)
     assert_journal_folded(db)
-    reconciled = reconcile(sim, db, server_restarted=fault.server_restarted)
+    reconciled = reconcile(simulator, db, server_restarted=fault.server_restarted)
     possibly = query(db, "SELECT count(*) FROM provider_calls WHERE possibly_billed")[0][0]
     if fault.name.startswith("slow"):
         # The audit flags exactly the attempts whose (billed or unknown) answer was late.
@@ -497,7 +482,7 @@ def test_provider_fault_keeps_every_paid_answer_and_a_rerun_completes_the_sets(
         assert_complete(db, sets)
 
     rerun_pays_only_for_what_was_missing(
-        sim, db, sets, instance, server_restarted=fault.server_restarted
+        simulator, db, sets, instance, server_restarted=fault.server_restarted
     )
 
 
@@ -517,7 +502,7 @@ TRANSIENT: dict[str, Any] = {
 
 @pytest.mark.slow
 def test_all_faults_together_lose_nothing_and_the_third_run_completes(
-    sim: SimulatorServer, db: Path, monkeypatch: pytest.MonkeyPatch
+    simulator: SimulatorServer, db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Transient faults, a server restart and the balance running out; then the token
     revoked mid-run; then a healthy provider."""
@@ -526,45 +511,47 @@ def test_all_faults_together_lose_nothing_and_the_third_run_completes(
     instance = dg.DagsterInstance.ephemeral()
     api: dict[str, Any] = {"timeout_s": 0.3, "max_concurrency": 16}
 
-    sim.provider.update_config(**TRANSIENT, balance=150)
-    with server_goes_away(after=60, down_s=0.2)(sim, monkeypatch):
-        first = one_run(run_sets(sim, db, list(sets), instance=instance, **api))
+    simulator.provider.update_config(**TRANSIENT, balance=150)
+    with server_goes_away(after=60, down_s=0.2)(simulator, monkeypatch):
+        first = one_run(run_sets(simulator, db, list(sets), instance=instance, **api))
     assert_defined_state(first, ("4002", "Top up"))
     assert_all_or_nothing(db, sets)
-    reconcile(sim, db, server_restarted=True)
-    ledger = sim.provider.ledger()
+    reconcile(simulator, db, server_restarted=True)
+    ledger = simulator.provider.ledger()
     assert {4002, 5001, 5002} <= {e.code for e in ledger}
     assert {"http_500", "malformed", "slow"} <= {e.fault for e in ledger}
 
-    sim.provider.update_config(balance=None)
-    with revoke_token_after(80)(sim, monkeypatch):
-        second = one_run(run_sets(sim, db, list(sets), instance=instance, **api))
+    simulator.provider.update_config(balance=None)
+    with revoke_token_after(simulator, 80):
+        second = one_run(run_sets(simulator, db, list(sets), instance=instance, **api))
     assert_defined_state(second, ("4001", settings.TOKEN))
     assert_all_or_nothing(db, sets)
     assert_journal_folded(db)
 
-    rerun_pays_only_for_what_was_missing(sim, db, sets, instance, server_restarted=True)
+    rerun_pays_only_for_what_was_missing(simulator, db, sets, instance, server_restarted=True)
 
 
 def test_provider_unreachable_for_the_whole_run_fails_saying_so(
-    sim: SimulatorServer, db: Path
+    simulator: SimulatorServer, db: Path
 ) -> None:
     sets = fault_sets()
     seed_sets(db, sets)
-    sim.stop()
-    run = one_run(run_sets(sim, db, list(sets), max_retries=1))
-    sim.start()
+    simulator.stop()
+    run = one_run(run_sets(simulator, db, list(sets), max_retries=1))
+    simulator.start()
     assert_defined_state(run, None)
-    assert sim.provider.ledger() == []
+    assert simulator.provider.ledger() == []
     assert query(db, "SELECT DISTINCT error FROM provider_calls") == [("ConnectFailedError",)]
     assert query(db, "SELECT count(*) FROM mobile_status") == [(0,)]
 
 
-def test_provider_unreachable_failure_message_says_why(sim: SimulatorServer, db: Path) -> None:
+def test_provider_unreachable_failure_message_says_why(
+    simulator: SimulatorServer, db: Path
+) -> None:
     seed_sets(db, {"a": sample_numbers(20)})
-    sim.stop()
-    run = one_run(run_sets(sim, db, ["a"], max_retries=0))
-    sim.start()
+    simulator.stop()
+    run = one_run(run_sets(simulator, db, ["a"], max_retries=0))
+    simulator.start()
     assert not run.success
     assert run.message is not None
     assert "connect" in run.message.lower()
@@ -690,7 +677,7 @@ def hostile_rows() -> list[str | None]:
 
 @pytest.mark.slow
 def test_ten_thousand_hostile_rows_are_normalized_or_rejected_and_nothing_invalid_is_sent(
-    sim: SimulatorServer, db: Path
+    simulator: SimulatorServer, db: Path
 ) -> None:
     rows = hostile_rows()
     expected = {raw: numbers.normalize(raw) for raw in rows if raw is not None}
@@ -699,16 +686,16 @@ def test_ten_thousand_hostile_rows_are_normalized_or_rejected_and_nothing_invali
     with duckdb.connect(str(db)) as conn:  # one statement: executemany takes seconds here
         conn.execute(SOURCE_DDL)
         conn.execute("INSERT INTO number_sets (set_id, mobile) SELECT 'hostile', unnest(?)", [rows])
-    run = one_run(run_sets(sim, db, ["hostile"]))
+    run = one_run(run_sets(simulator, db, ["hostile"]))
     assert run.success, run.message
 
-    ledger = sim.provider.ledger()
+    ledger = simulator.provider.ledger()
     # Nothing that cannot be valid was sent; every valid number once, whatever its spellings.
     for entry in ledger:
         assert entry.mobile is not None
         assert MOBILE_RE.fullmatch(entry.mobile)
         assert numbers.normalize(entry.mobile).valid
-    assert sorted(str(e.mobile) for e in ledger) == sorted(valid)
+    assert asked(ledger) == sorted(valid)
     assert 4003 not in {e.code for e in ledger}
 
     # One published row per input row, the raw value kept verbatim, each with its reason.
@@ -722,7 +709,7 @@ def test_ten_thousand_hostile_rows_are_normalized_or_rejected_and_nothing_invali
         assert (mobile, reason) == (oracle.mobile, oracle.reason), repr(raw)[:80]
         assert is_valid == oracle.valid
         if is_valid:
-            assert status_code == truth(mobile)
+            assert status_code == truth(mobile, SEED)
         else:
             assert reason in numbers.INVALID_REASONS
     assert run.metadata["dagster/row_count"] == HOSTILE_ROWS
@@ -761,16 +748,16 @@ MISSING_SOURCES: list[tuple[dict[str, Any], str, str]] = [
     ids=[m[1] + "-" + m[2] for m in MISSING_SOURCES],
 )
 def test_factory_pointed_at_a_missing_table_or_column_fails_naming_it(
-    sim: SimulatorServer, db: Path, factory: dict[str, Any], setting: str, name: str
+    simulator: SimulatorServer, db: Path, factory: dict[str, Any], setting: str, name: str
 ) -> None:
     seed_sets(db, {"a": sample_numbers(20)})
-    run = one_run(run_sets(sim, db, ["a"], built=build_mobile_status_assets(**factory)))
+    run = one_run(run_sets(simulator, db, ["a"], built=build_mobile_status_assets(**factory)))
     assert not run.success
     assert run.message is not None
     assert setting in run.message
     assert repr(name) in run.message
     assert "Traceback" not in run.message
-    _nothing_written(sim, db)
+    _nothing_written(simulator, db)
 
 
 def test_sensor_over_a_missing_set_column_names_the_setting(db: Path) -> None:
@@ -791,28 +778,30 @@ def test_sensor_over_a_missing_set_column_names_the_setting(db: Path) -> None:
         sensor(context)
 
 
-def test_unknown_set_id_through_dagster_fails_naming_it(sim: SimulatorServer, db: Path) -> None:
+def test_unknown_set_id_through_dagster_fails_naming_it(
+    simulator: SimulatorServer, db: Path
+) -> None:
     seed_sets(db, {"real": sample_numbers(5)})
     instance = dg.DagsterInstance.ephemeral()
-    run = one_run(run_sets(sim, db, ["o'brien; nope"], instance=instance))
+    run = one_run(run_sets(simulator, db, ["o'brien; nope"], instance=instance))
     try:
         assert not run.success
         assert run.message is not None
         assert "o'brien; nope" in run.message
     finally:
-        _nothing_written(sim, db)
+        _nothing_written(simulator, db)
         assert query(db, "SELECT count(*) FROM mobile_status") == [(0,)]
 
 
 @pytest.fixture
-def cli_env(sim: SimulatorServer, db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The CLI's settings pointed at the simulator and ``db``; no Dagster home."""
-    for name in (settings.QPS, settings.MAX_CONCURRENCY, settings.TIMEOUT_S):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(settings.DB, str(db))
-    monkeypatch.setenv(settings.BASE_URL, sim.base_url)
-    monkeypatch.setenv(settings.TOKEN, DEMO_TOKEN)
-    monkeypatch.setenv(settings.UNIT_PRICE, "0.05")
+def cli_environ(simulator: SimulatorServer, db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``os.environ`` made :func:`tests.support.cli_env` for in-process CLI calls; ``db``."""
+    environ = cli_env(simulator, db)
+    for name in set(os.environ) - set(environ):
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
+        if os.environ.get(name) != value:
+            monkeypatch.setenv(name, value)
     return db
 
 
@@ -830,9 +819,12 @@ def _error_line(err: str) -> str:
 
 
 def test_set_ids_with_quotes_and_semicolons_through_the_cli(
-    sim: SimulatorServer, cli_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    simulator: SimulatorServer,
+    cli_environ: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    db = cli_env
+    db = cli_environ
     hostile = "o'brien\"; DROP TABLE number_sets; --"
     mobiles = sample_numbers(30, seed=5)
     source = tmp_path / "list.txt"
@@ -843,7 +835,7 @@ def test_set_ids_with_quotes_and_semicolons_through_the_cli(
 
     code, out, err = _cli(capsys, "enrich", "--set", hostile, "--quiet")
     assert code == 0, err
-    assert sorted(str(e.mobile) for e in sim.provider.ledger()) == sorted(mobiles)
+    assert asked(simulator.provider.ledger()) == sorted(mobiles)
     assert query(db, "SELECT set_id, count(*) FROM mobile_status GROUP BY ALL") == [(hostile, 30)]
 
     export = tmp_path / "out.csv"
@@ -851,20 +843,20 @@ def test_set_ids_with_quotes_and_semicolons_through_the_cli(
         capsys, "export", "--set", hostile, "--status", "online", "--out", str(export)
     )
     assert code == 0, err
-    online = sorted(m for m in mobiles if truth(m) == Status.ONLINE)
+    online = sorted(m for m in mobiles if truth(m, SEED) == Status.ONLINE)
     with duckdb.connect() as conn:
         exported = conn.execute("SELECT * FROM read_csv(?, all_varchar = true)", [str(export)])
         assert sorted(row[0] for row in exported.fetchall() if row[0] in online) == online
 
     # An unknown set id that looks like SQL is refused by name; nothing is written.
-    mark = len(sim.provider.ledger())
+    mark = len(simulator.provider.ledger())
     unknown = "x'); DELETE FROM mobile_status; --"
     code, _, err = _cli(capsys, "enrich", "--set", unknown, "--quiet")
     assert code == EXIT_USAGE
     line = _error_line(err)
     assert repr(unknown) in line
     assert "unknown set" in line
-    assert len(sim.provider.ledger()) == mark
+    assert len(simulator.provider.ledger()) == mark
     assert query(db, "SELECT count(*) FROM mobile_status") == [(30,)]
     assert query(db, "SELECT count(*) FROM number_sets") == [(30,)]
 
@@ -890,14 +882,14 @@ CLI_BAD_SETTINGS: list[tuple[str, str | None]] = [
     ("variable", "value"), CLI_BAD_SETTINGS, ids=[f"{v}={x!r}" for v, x in CLI_BAD_SETTINGS]
 )
 def test_cli_refuses_bad_settings_before_any_call_naming_the_variable(
-    sim: SimulatorServer,
-    cli_env: Path,
+    simulator: SimulatorServer,
+    cli_environ: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     variable: str,
     value: str | None,
 ) -> None:
-    db = cli_env
+    db = cli_environ
     seed_sets(db, {"a": sample_numbers(10)})
     if value is None:
         monkeypatch.delenv(variable)
@@ -907,7 +899,7 @@ def test_cli_refuses_bad_settings_before_any_call_naming_the_variable(
     assert code == EXIT_USAGE
     assert variable in _error_line(err)
     assert DEMO_TOKEN not in out + err
-    assert sim.provider.ledger() == []
+    assert simulator.provider.ledger() == []
     tables = {t for (t,) in query(db, "SELECT table_name FROM duckdb_tables()")}
     assert tables == {"number_sets"}  # refused before the run touched the database
 
@@ -933,10 +925,10 @@ RESOURCE_BAD_SETTINGS: list[tuple[dict[str, Any], str]] = [
     ids=[",".join(f"{k}={v!r}" for k, v in api.items()) for api, _ in RESOURCE_BAD_SETTINGS],
 )
 def test_resource_refuses_bad_settings_before_any_call_naming_the_setting(
-    sim: SimulatorServer, db: Path, api: dict[str, Any], setting: str
+    simulator: SimulatorServer, db: Path, api: dict[str, Any], setting: str
 ) -> None:
     seed_sets(db, {"a": sample_numbers(10)})
-    settings_: dict[str, Any] = {"base_url": sim.base_url, "token": DEMO_TOKEN} | api
+    settings_: dict[str, Any] = {"base_url": simulator.base_url, "token": DEMO_TOKEN} | api
     run = one_run(
         materialize_sets(
             build_mobile_status_assets(),
@@ -953,4 +945,4 @@ def test_resource_refuses_bad_settings_before_any_call_naming_the_setting(
     assert run.message is not None
     assert run.message.startswith(f"{setting}:"), run.message
     assert DEMO_TOKEN not in run.message
-    _nothing_written(sim, db)
+    _nothing_written(simulator, db)

@@ -10,7 +10,7 @@ import collections
 import contextvars
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -26,7 +26,6 @@ from dagster._core.storage.asset_check_execution_record import (
 from dagster_duckdb import DuckDBResource
 
 from mobile_status_dagster.cli.commands import STATUS_COLUMNS, print_report
-from mobile_status_dagster.cli.runs import RunOutcome
 from mobile_status_dagster.core import numbers
 from mobile_status_dagster.core.engine.estimate import CostEstimate, estimate_cost
 from mobile_status_dagster.core.status import Status
@@ -50,15 +49,21 @@ from mobile_status_dagster.simulator import (
 )
 from tests.support import (
     PRICE,
+    asked,
+    assert_nothing_billed_twice,
     backdate,
     base_env,
+    billable,
     numbers_with_status,
+    one_run,
     query,
+    requests_since,
     resources,
     run_cli,
     run_sets,
     sample_numbers,
     seed_sets,
+    truth,
 )
 
 CHECKS = ("coverage", "audit_reconciliation", "no_double_billing")
@@ -68,36 +73,9 @@ INVALID = ["abc", "12345", None, "14012345678"]  # not digits, short, empty, una
 # --- helpers --------------------------------------------------------------------------
 
 
-def truth(mobile: str) -> int:
-    return number_truth(mobile)[0]
-
-
-def billable(mobiles: Iterable[str]) -> list[str]:
-    return [m for m in mobiles if truth(m) != Status.UNKNOWN]
-
-
-def one_run(outcomes: list[RunOutcome]) -> RunOutcome:
-    assert len(outcomes) == 1, outcomes
-    return outcomes[0]
-
-
-def since(sim: SimulatorServer, mark: int) -> list[LedgerEntry]:
-    """Ledger entries after the first ``mark``."""
-    return sim.provider.ledger()[mark:]
-
-
-def asked(entries: Iterable[LedgerEntry]) -> list[str]:
-    return sorted(str(e.mobile) for e in entries)
-
-
 def expected_cost(entries: Sequence[LedgerEntry], price: str) -> Decimal:
     """What the billed entries cost at ``price``, exactly."""
     return Decimal(price) * sum(1 for e in entries if e.billed)
-
-
-def assert_nothing_billed_twice(sim: SimulatorServer) -> None:
-    counts = collections.Counter(e.mobile for e in sim.provider.ledger(billed_only=True))
-    assert [m for m, n in counts.items() if n > 1] == []
 
 
 def placeholder_api() -> MobileStatusResource:
@@ -198,7 +176,7 @@ def test_charges_equal_the_ledger_per_set_and_run(simulator: SimulatorServer, db
     assert run2.success, run2.message
     result = reports_and_checks(db, instance, built)
     assert result.success
-    ledger2 = since(simulator, len(ledger1))
+    ledger2 = requests_since(simulator, len(ledger1))
     # Run 2 asks a's new numbers, b's own numbers and a's unknown ones again (the shared
     # one is charged to a, the first set holding it); the shared billed number is cached.
     unknown_a = [m for m in first_a if truth(m) == Status.UNKNOWN]
@@ -411,7 +389,7 @@ def test_estimate_and_plan_count_exactly_what_the_next_run_sends(
 
     run = one_run(run_sets(simulator, db, ["a"]))
     assert run.success, run.message
-    sent = since(simulator, mark)
+    sent = requests_since(simulator, mark)
     assert len(sent) == estimate.plan.to_send
     assert asked(sent) == sorted([*case.stale, *case.unknown, *case.new])
     billed_cost = Decimal(PRICE) * sum(1 for e in sent if e.billed)
@@ -467,7 +445,7 @@ def test_budget_caps_the_bill_publishes_only_finished_sets_and_resumes(
         [again.run_id],
     )
     assert charged == [(40,)]
-    assert sum(1 for e in since(simulator, mark) if e.billed) <= 40
+    assert sum(1 for e in requests_since(simulator, mark) if e.billed) <= 40
     assert_nothing_billed_twice(simulator)
     assert query(db, "SELECT DISTINCT set_id FROM mobile_status") == [("a",)]
 

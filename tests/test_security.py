@@ -47,11 +47,16 @@ from mobile_status_dagster.integration import environment as settings
 from mobile_status_dagster.integration.assets import build_mobile_status_assets
 from mobile_status_dagster.integration.resources import LiteralTokenWarning, MobileStatusResource
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
-from tests.support import COMMAND, rotating_decide, sample_numbers, seed_sets
+from tests.support import (
+    COMMAND,
+    make_dagster_home,
+    revoke_token_after,
+    sample_numbers,
+    seed_sets,
+)
 
 KNOWN_TOKEN = "Q7ZK2M9X4W8P1R6T3V5Y0B2N4D6F8H0J"
 """The account token of the in-process sweep: 32 characters, not the public demo token."""
-OTHER_TOKEN = "REVOKEDxTOKEN0000000000000000000"
 ELEVEN_DIGITS = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
 MASKED = re.compile(r"1[3-9][0-9]\*{4}[0-9]{4}")
 LOGGERS = (
@@ -243,26 +248,9 @@ def debug_logs() -> Iterator[Recorder]:
 @pytest.fixture
 def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A persistent Dagster instance (SQLite run and event storage) in a temporary home."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    home = make_dagster_home(tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
-
-
-def revoke_token_after(sim: SimulatorServer, calls: int) -> contextlib.AbstractContextManager[None]:
-    """The provider rotates the account token after ``calls`` more requests."""
-
-    @contextlib.contextmanager
-    def revoked() -> Iterator[None]:
-        decide = sim.provider.decide
-        sim.provider.decide = rotating_decide(sim, calls, OTHER_TOKEN)  # type: ignore[method-assign]
-        try:
-            yield
-        finally:
-            sim.provider.decide = decide  # type: ignore[method-assign]
-
-    return revoked()
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import random
 import re
@@ -32,6 +33,7 @@ from mobile_status_dagster.simulator import (
     number_truth,
 )
 from mobile_status_dagster.simulator.cli import is_loopback
+from tests.support import numbers_with_status
 
 ORDER_NUMBER = re.compile(r"[0-9A-F]{32}")
 LISTENING = re.compile(r"simulator listening on (http://127\.0\.0\.1:(\d+))")
@@ -47,8 +49,8 @@ def numbers(count: int, seed: int = 7) -> list[str]:
 
 
 def numbers_with_truth(check: int, count: int, seed: int = 0) -> list[str]:
-    """Numbers whose truth under ``seed`` has the given ``check``."""
-    return [m for m in numbers(4000, seed=11) if number_truth(m, seed)[0] == check][:count]
+    """Numbers (of 4,000 :func:`numbers`) whose truth under ``seed`` has the given ``check``."""
+    return numbers_with_status(check, count, seed, pool=numbers(4000, seed=11))
 
 
 def ask(
@@ -76,14 +78,8 @@ def code_of(response: httpx.Response) -> int:
 
 
 @pytest.fixture
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer(SimulatorConfig(latency_ms=0)) as server:
-        yield server
-
-
-@pytest.fixture
-def client(sim: SimulatorServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.base_url, timeout=10, trust_env=False) as c:
+def client(simulator: SimulatorServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=simulator.base_url, timeout=10, trust_env=False) as c:
         yield c
 
 
@@ -95,7 +91,7 @@ def admin(sim: SimulatorServer, method: str, path: str, **kwargs: Any) -> httpx.
 
 
 def test_answers_follow_truth_and_the_configured_mix(
-    sim: SimulatorServer, client: httpx.Client
+    simulator: SimulatorServer, client: httpx.Client
 ) -> None:
     sample = numbers(3000)
     checks: collections.Counter[int] = collections.Counter()
@@ -108,7 +104,7 @@ def test_answers_follow_truth_and_the_configured_mix(
         assert body["msg"] == "查询成功"
         assert isinstance(body["check"], str)
         check, operator = int(body["check"]), body["operator"]
-        assert (check, operator) == sim.provider.truth(mobile) == number_truth(mobile, 0)
+        assert (check, operator) == simulator.provider.truth(mobile) == number_truth(mobile, 0)
         assert operator in {"CM", "CU", "CT"}
         checks[check] += 1
         network = network_operator(mobile)
@@ -151,20 +147,20 @@ def test_truth_is_stable_for_a_seed_and_differs_across_seeds() -> None:
 
 
 def test_unknown_answers_unknown_every_time_and_is_never_billed(
-    sim: SimulatorServer, client: httpx.Client
+    simulator: SimulatorServer, client: httpx.Client
 ) -> None:
     unknown = numbers_with_truth(0, 5)
     assert len(unknown) == 5
-    sim.provider.update_config(balance=1)
+    simulator.provider.update_config(balance=1)
     for _ in range(3):
         for mobile in unknown:
             body = ask(client, mobile).json()
             assert (body["code"], body["check"]) == (2000, "0")
-    assert sim.provider.balance_remaining == 1
-    assert sim.provider.ledger(billed_only=True) == []
-    assert all(not e.billed for e in sim.provider.ledger())
+    assert simulator.provider.balance_remaining == 1
+    assert simulator.provider.ledger(billed_only=True) == []
+    assert all(not e.billed for e in simulator.provider.ledger())
     assert ask(client, numbers_with_truth(1, 1)[0]).json()["check"] == "1"
-    assert sim.provider.balance_remaining == 0
+    assert simulator.provider.balance_remaining == 0
 
 
 def test_order_numbers_are_32_uppercase_hex_and_unique(client: httpx.Client) -> None:
@@ -181,23 +177,23 @@ def test_path_without_trailing_slash(client: httpx.Client) -> None:
 # -- token, account, number checks ----------------------------------------------------
 
 
-def test_token_in_header_or_query(sim: SimulatorServer, client: httpx.Client) -> None:
+def test_token_in_header_or_query(simulator: SimulatorServer, client: httpx.Client) -> None:
     assert code_of(ask(client, "13912345678")) == 2000
     assert code_of(ask(client, "13912345678", in_query=True)) == 2000
-    assert [e.token_ok for e in sim.provider.ledger()] == [True, True]
+    assert [e.token_ok for e in simulator.provider.ledger()] == [True, True]
 
 
 @pytest.mark.parametrize("in_query", [False, True])
 @pytest.mark.parametrize("token", [None, "", "WRONG", DEMO_TOKEN.lower(), DEMO_TOKEN + "X"])
 def test_missing_or_wrong_token_is_4001_and_not_billed(
-    sim: SimulatorServer, client: httpx.Client, token: str | None, in_query: bool
+    simulator: SimulatorServer, client: httpx.Client, token: str | None, in_query: bool
 ) -> None:
     response = ask(client, "13912345678", token, in_query=in_query)
     assert response.status_code == 200
     body = response.json()
     assert body["code"] == 4001
     assert "order_number" not in body
-    (entry,) = sim.provider.ledger()
+    (entry,) = simulator.provider.ledger()
     assert (entry.token_ok, entry.code, entry.billed, entry.order_number) == (
         False,
         4001,
@@ -222,65 +218,65 @@ def test_missing_or_wrong_token_is_4001_and_not_billed(
     ],
 )
 def test_malformed_mobile_is_4003(
-    sim: SimulatorServer, client: httpx.Client, mobile: str | None
+    simulator: SimulatorServer, client: httpx.Client, mobile: str | None
 ) -> None:
     body = ask(client, mobile).json()
     assert body["code"] == 4003
     assert "order_number" not in body
-    (entry,) = sim.provider.ledger()
+    (entry,) = simulator.provider.ledger()
     assert entry.mobile == mobile
     assert not entry.billed
 
 
 def test_disabled_account_is_4004_after_the_token_check(
-    sim: SimulatorServer, client: httpx.Client
+    simulator: SimulatorServer, client: httpx.Client
 ) -> None:
-    sim.provider.update_config(disabled=True)
+    simulator.provider.update_config(disabled=True)
     assert code_of(ask(client, "13912345678")) == 4004
     assert code_of(ask(client, "bad")) == 4004
     assert code_of(ask(client, "13912345678", "WRONG")) == 4001
-    sim.provider.update_config(disabled=False)
+    simulator.provider.update_config(disabled=False)
     assert code_of(ask(client, "13912345678")) == 2000
-    assert sim.provider.stats().billed == 1
+    assert simulator.provider.stats().billed == 1
 
 
 def test_balance_is_spent_then_4002_and_can_be_topped_up(
-    sim: SimulatorServer, client: httpx.Client
+    simulator: SimulatorServer, client: httpx.Client
 ) -> None:
-    sim.provider.update_config(balance=5)
+    simulator.provider.update_config(balance=5)
     codes = [code_of(ask(client, m)) for m in numbers(40)]
-    billed = sim.provider.ledger(billed_only=True)
+    billed = simulator.provider.ledger(billed_only=True)
     assert len(billed) == 5
     last_billed = max(e.seq for e in billed)
     assert all(c == 4002 for c in codes[last_billed:])
-    assert sim.provider.balance_remaining == 0
-    assert admin(sim, "POST", "/_sim/config", json={"balance": 2}).status_code == 200
+    assert simulator.provider.balance_remaining == 0
+    assert admin(simulator, "POST", "/_sim/config", json={"balance": 2}).status_code == 200
     for mobile in numbers_with_truth(1, 3):
         ask(client, mobile)
-    assert len(sim.provider.ledger(billed_only=True)) == 7
-    assert sim.provider.stats().billed == 7
+    assert len(simulator.provider.ledger(billed_only=True)) == 7
+    assert simulator.provider.stats().billed == 7
 
 
-def test_concurrent_requests_never_overspend_the_balance(sim: SimulatorServer) -> None:
-    sim.provider.update_config(balance=100)
+def test_concurrent_requests_never_overspend_the_balance(simulator: SimulatorServer) -> None:
+    simulator.provider.update_config(balance=100)
 
     def worker(chunk: list[str]) -> list[int]:
-        with httpx.Client(base_url=sim.base_url, trust_env=False, timeout=10) as c:
+        with httpx.Client(base_url=simulator.base_url, trust_env=False, timeout=10) as c:
             return [code_of(ask(c, m)) for m in chunk]
 
     sample = numbers(400)
     with ThreadPoolExecutor(8) as pool:
         codes = [c for chunk in pool.map(worker, [sample[i::8] for i in range(8)]) for c in chunk]
-    assert len(sim.provider.ledger(billed_only=True)) == 100
-    assert sim.provider.stats().billed == 100
+    assert len(simulator.provider.ledger(billed_only=True)) == 100
+    assert simulator.provider.stats().billed == 100
     assert codes.count(2000) + codes.count(4002) == 400
-    assert sim.provider.balance_remaining == 0
+    assert simulator.provider.balance_remaining == 0
 
 
 def test_qps_limit_refuses_with_4029_and_refusals_do_not_count(
-    sim: SimulatorServer, client: httpx.Client
+    simulator: SimulatorServer, client: httpx.Client
 ) -> None:
-    sim.provider.update_config(qps_limit=3)
+    simulator.provider.update_config(qps_limit=3)
     start = time.monotonic()
     first = [code_of(ask(client, "13912345678")) for _ in range(8)]
     assert time.monotonic() - start < 0.5, "loopback requests took too long to test a 1 s window"
@@ -290,25 +286,25 @@ def test_qps_limit_refuses_with_4029_and_refusals_do_not_count(
     # The three admitted requests leave the window; the refused ones never entered it.
     time.sleep(max(0.0, start + 1.15 - time.monotonic()))
     assert code_of(ask(client, "13912345678")) == 2000
-    stats = sim.provider.stats()
+    stats = simulator.provider.stats()
     assert stats.max_qps == 3
     assert stats.by_code["4029"] == 9
     assert stats.admitted == 4
 
 
-def test_requery_too_soon_is_4030(sim: SimulatorServer, client: httpx.Client) -> None:
-    sim.provider.update_config(requery_min_interval_s=0.5)
+def test_requery_too_soon_is_4030(simulator: SimulatorServer, client: httpx.Client) -> None:
+    simulator.provider.update_config(requery_min_interval_s=0.5)
     a, b = numbers_with_truth(1, 2)
     assert code_of(ask(client, a)) == 2000
     assert code_of(ask(client, a)) == 4030
     assert code_of(ask(client, b)) == 2000
     time.sleep(0.6)
     assert code_of(ask(client, a)) == 2000
-    assert [e.billed for e in sim.provider.ledger()] == [True, False, True, True]
+    assert [e.billed for e in simulator.provider.ledger()] == [True, False, True, True]
 
 
-def test_latency_delays_answers(sim: SimulatorServer, client: httpx.Client) -> None:
-    sim.provider.update_config(latency_ms=200)
+def test_latency_delays_answers(simulator: SimulatorServer, client: httpx.Client) -> None:
+    simulator.provider.update_config(latency_ms=200)
     start = time.monotonic()
     assert code_of(ask(client, "13912345678")) == 2000
     assert time.monotonic() - start >= 0.2
@@ -317,14 +313,14 @@ def test_latency_delays_answers(sim: SimulatorServer, client: httpx.Client) -> N
 # -- response shapes ---------------------------------------------------------------------
 
 
-def test_error_http_status_202(sim: SimulatorServer, client: httpx.Client) -> None:
-    sim.provider.update_config(error_http_status=202)
+def test_error_http_status_202(simulator: SimulatorServer, client: httpx.Client) -> None:
+    simulator.provider.update_config(error_http_status=202)
     assert ask(client, "13912345678", "WRONG").status_code == 202
     bad = ask(client, "123")
     assert (bad.status_code, code_of(bad)) == (202, 4003)
     ok = ask(client, "13912345678")
     assert (ok.status_code, code_of(ok)) == (200, 2000)
-    assert [e.http_status for e in sim.provider.ledger()] == [202, 202, 200]
+    assert [e.http_status for e in simulator.provider.ledger()] == [202, 202, 200]
 
 
 @pytest.mark.parametrize(
@@ -337,13 +333,13 @@ def test_error_http_status_202(sim: SimulatorServer, client: httpx.Client) -> No
 )
 @pytest.mark.parametrize("check_as_int", [False, True])
 def test_field_styles_and_check_type(
-    sim: SimulatorServer,
+    simulator: SimulatorServer,
     client: httpx.Client,
     style: str,
     keys: list[str],
     check_as_int: bool,
 ) -> None:
-    sim.provider.update_config(field_style=style, check_as_int=check_as_int)
+    simulator.provider.update_config(field_style=style, check_as_int=check_as_int)
     mobile = numbers_with_truth(2, 1)[0]
     body = ask(client, mobile).json()
     assert list(body) == keys
@@ -365,9 +361,9 @@ def test_field_styles_and_check_type(
     ],
 )
 def test_json_error_faults(
-    sim: SimulatorServer, client: httpx.Client, rate_field: str, fault: str, code: int
+    simulator: SimulatorServer, client: httpx.Client, rate_field: str, fault: str, code: int
 ) -> None:
-    sim.provider.update_config(**{rate_field: 1.0}, balance=10)
+    simulator.provider.update_config(**{rate_field: 1.0}, balance=10)
     for mobile in numbers(5):
         response = ask(client, mobile)
         assert response.status_code == 200
@@ -375,19 +371,19 @@ def test_json_error_faults(
         assert body["code"] == code
         assert body["msg"]
         assert "order_number" not in body
-    entries = sim.provider.ledger()
+    entries = simulator.provider.ledger()
     assert {(e.fault, e.code, e.billed) for e in entries} == {(fault, code, False)}
-    assert sim.provider.balance_remaining == 10
-    assert sim.provider.stats().by_fault == {fault: 5}
+    assert simulator.provider.balance_remaining == 10
+    assert simulator.provider.stats().by_fault == {fault: 5}
 
 
-def test_http_500_fault(sim: SimulatorServer, client: httpx.Client) -> None:
-    sim.provider.update_config(http_500_rate=1.0)
+def test_http_500_fault(simulator: SimulatorServer, client: httpx.Client) -> None:
+    simulator.provider.update_config(http_500_rate=1.0)
     response = ask(client, "13912345678")
     assert response.status_code == 500
     with pytest.raises(ValueError, match=r"."):
         response.json()
-    (entry,) = sim.provider.ledger()
+    (entry,) = simulator.provider.ledger()
     assert (entry.fault, entry.http_status, entry.code, entry.billed) == (
         "http_500",
         500,
@@ -405,9 +401,9 @@ def _is_contract_json(text: str) -> bool:
 
 
 def test_malformed_fault_is_http_200_with_a_body_outside_the_contract(
-    sim: SimulatorServer, client: httpx.Client
+    simulator: SimulatorServer, client: httpx.Client
 ) -> None:
-    sim.provider.update_config(malformed_rate=1.0)
+    simulator.provider.update_config(malformed_rate=1.0)
     bodies = set()
     for mobile in numbers(30):
         response = ask(client, mobile)
@@ -416,13 +412,13 @@ def test_malformed_fault_is_http_200_with_a_body_outside_the_contract(
         bodies.add(response.text)
     assert any("<html>" in b for b in bodies)
     assert any(b.startswith("{") for b in bodies)  # truncated JSON
-    assert {(e.fault, e.billed) for e in sim.provider.ledger()} == {("malformed", False)}
+    assert {(e.fault, e.billed) for e in simulator.provider.ledger()} == {("malformed", False)}
 
 
 def test_slow_answer_is_billed_even_when_the_client_times_out(
-    sim: SimulatorServer, client: httpx.Client
+    simulator: SimulatorServer, client: httpx.Client
 ) -> None:
-    sim.provider.update_config(slow_rate=1.0, slow_ms=600, balance=10)
+    simulator.provider.update_config(slow_rate=1.0, slow_ms=600, balance=10)
     mobile = numbers_with_truth(1, 1)[0]
     with pytest.raises(httpx.ReadTimeout):
         client.get(
@@ -431,17 +427,17 @@ def test_slow_answer_is_billed_even_when_the_client_times_out(
             headers={"token": DEMO_TOKEN},
             timeout=0.15,
         )
-    (entry,) = sim.provider.ledger()
+    (entry,) = simulator.provider.ledger()
     assert (entry.fault, entry.code, entry.billed) == ("slow", 2000, True)
     assert ORDER_NUMBER.fullmatch(entry.order_number or "")
-    assert sim.provider.balance_remaining == 9
+    assert simulator.provider.balance_remaining == 9
 
     start = time.monotonic()
     body = ask(client, mobile).json()
     assert time.monotonic() - start >= 0.6
     assert body["code"] == 2000
     assert body["order_number"] != entry.order_number
-    assert sim.provider.balance_remaining == 8
+    assert simulator.provider.balance_remaining == 8
 
 
 def test_fault_rates_and_draws_are_reproducible_for_a_seed() -> None:
@@ -504,19 +500,19 @@ def test_ledger_in_memory_file_and_endpoint_agree(tmp_path: Path) -> None:
 
 
 def test_admin_endpoints_change_config_and_never_reveal_the_token(
-    sim: SimulatorServer, client: httpx.Client
+    simulator: SimulatorServer, client: httpx.Client
 ) -> None:
     new_token = "NEWTOKEN" + "7" * 24
-    response = admin(sim, "POST", "/_sim/config", json={"token": new_token, "seed": 5})
+    response = admin(simulator, "POST", "/_sim/config", json={"token": new_token, "seed": 5})
     assert response.status_code == 200
     assert response.json()["seed"] == 5
     assert code_of(ask(client, "13912345678")) == 4001  # the old token is revoked
     assert code_of(ask(client, "13912345678", new_token)) == 2000
     texts = [
         response.text,
-        admin(sim, "GET", "/_sim/config").text,
-        admin(sim, "GET", "/_sim/ledger").text,
-        admin(sim, "GET", "/_sim/stats").text,
+        admin(simulator, "GET", "/_sim/config").text,
+        admin(simulator, "GET", "/_sim/ledger").text,
+        admin(simulator, "GET", "/_sim/stats").text,
     ]
     for text in texts:
         assert new_token not in text
@@ -531,52 +527,52 @@ def test_admin_endpoints_change_config_and_never_reveal_the_token(
         {"ledger_path": "/tmp/elsewhere.jsonl"},
         ["not", "an", "object"],
     ):
-        refused = admin(sim, "POST", "/_sim/config", json=bad)
+        refused = admin(simulator, "POST", "/_sim/config", json=bad)
         assert refused.status_code == 400, bad
         assert "error" in refused.json()
-    assert sim.provider.config.seed == 5
-    assert sim.provider.config.token == new_token
-    assert admin(sim, "POST", "/_sim/config", content=b"{not json").status_code == 400
+    assert simulator.provider.config.seed == 5
+    assert simulator.provider.config.token == new_token
+    assert admin(simulator, "POST", "/_sim/config", content=b"{not json").status_code == 400
 
 
-def test_reset_clears_ledger_and_counters(sim: SimulatorServer, client: httpx.Client) -> None:
-    sim.provider.update_config(balance=3)
+def test_reset_clears_ledger_and_counters(simulator: SimulatorServer, client: httpx.Client) -> None:
+    simulator.provider.update_config(balance=3)
     for mobile in numbers(5):
         ask(client, mobile)
-    assert sim.provider.stats().requests == 5
-    stats = admin(sim, "POST", "/_sim/reset").json()
+    assert simulator.provider.stats().requests == 5
+    stats = admin(simulator, "POST", "/_sim/reset").json()
     assert stats["requests"] == stats["billed"] == stats["max_qps"] == 0
     assert stats["balance_remaining"] == 3
-    assert admin(sim, "GET", "/_sim/ledger").json() == []
+    assert admin(simulator, "GET", "/_sim/ledger").json() == []
     ask(client, "13912345678")
-    (entry,) = sim.provider.ledger()
+    (entry,) = simulator.provider.ledger()
     assert entry.seq == 6  # sequence numbers are never reused
 
 
 # -- lifecycle ---------------------------------------------------------------------------
 
 
-def test_stop_and_start_again_on_the_same_port(sim: SimulatorServer) -> None:
-    port, url = sim.port, sim.base_url
+def test_stop_and_start_again_on_the_same_port(simulator: SimulatorServer) -> None:
+    port, url = simulator.port, simulator.base_url
     with httpx.Client(base_url=url, trust_env=False, timeout=5) as c:
         assert code_of(ask(c, "13912345678")) == 2000
-        sim.stop()
-        assert not sim.running
+        simulator.stop()
+        assert not simulator.running
         with pytest.raises(httpx.TransportError):
             ask(c, "13912345678")
-        sim.start()
-        assert (sim.port, sim.base_url) == (port, url)
+        simulator.start()
+        assert (simulator.port, simulator.base_url) == (port, url)
         assert code_of(ask(c, "13912345678")) == 2000
-    assert [e.seq for e in sim.provider.ledger()] == [1, 2]
+    assert [e.seq for e in simulator.provider.ledger()] == [1, 2]
 
 
-def test_stop_drops_in_flight_requests(sim: SimulatorServer) -> None:
-    sim.provider.update_config(latency_ms=5000)
+def test_stop_drops_in_flight_requests(simulator: SimulatorServer) -> None:
+    simulator.provider.update_config(latency_ms=5000)
     outcome: list[BaseException | int] = []
 
     def call() -> None:
         try:
-            with httpx.Client(base_url=sim.base_url, trust_env=False, timeout=10) as c:
+            with httpx.Client(base_url=simulator.base_url, trust_env=False, timeout=10) as c:
                 outcome.append(ask(c, "13912345678").status_code)
         except httpx.TransportError as exc:
             outcome.append(exc)
@@ -584,10 +580,10 @@ def test_stop_drops_in_flight_requests(sim: SimulatorServer) -> None:
     thread = threading.Thread(target=call)
     thread.start()
     deadline = time.monotonic() + 5
-    while sim.provider.stats().requests == 0 and time.monotonic() < deadline:
+    while simulator.provider.stats().requests == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
     start = time.monotonic()
-    sim.stop()
+    simulator.stop()
     thread.join(10)
     assert time.monotonic() - start < 4
     assert len(outcome) == 1
@@ -684,22 +680,30 @@ def test_is_loopback() -> None:
     assert not is_loopback("192.0.2.1")
 
 
-def _start_cli(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+@contextlib.contextmanager
+def _simulator_cli(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m mobile_status_dagster.simulator --port=0 ARGS`` and the first line it
+    printed; killed on exit if it is still running."""
+    process = subprocess.Popen(
         [sys.executable, "-m", "mobile_status_dagster.simulator", "--port=0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    try:
+        assert process.stdout is not None
+        yield process, process.stdout.readline()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_cli_prints_the_listening_line_serves_and_stops_on_signal(tmp_path: Path) -> None:
     token = "CLI" + "9" * 29
     ledger_file = tmp_path / "cli-ledger.jsonl"
-    process = _start_cli("--latency-ms=0", f"--token={token}", f"--ledger={ledger_file}")
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
+    cli = _simulator_cli("--latency-ms=0", f"--token={token}", f"--ledger={ledger_file}")
+    with cli as (process, line):
         match = LISTENING.fullmatch(line.rstrip("\n"))
         assert match, line
         assert int(match.group(2)) > 0
@@ -708,10 +712,6 @@ def test_cli_prints_the_listening_line_serves_and_stops_on_signal(tmp_path: Path
             assert code_of(ask(c, "13912345678")) == 4001
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0
     assert out == ""  # exactly one line, already read
     assert token not in line + out + err
@@ -720,17 +720,10 @@ def test_cli_prints_the_listening_line_serves_and_stops_on_signal(tmp_path: Path
 
 
 def test_cli_warns_when_binding_beyond_loopback() -> None:
-    process = _start_cli("--host=0.0.0.0", "--latency-ms=0")
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
+    with _simulator_cli("--host=0.0.0.0", "--latency-ms=0") as (process, line):
         assert line.startswith("simulator listening on http://0.0.0.0:")
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0
     assert "warning" in err
     assert "not loopback" in err
