@@ -16,6 +16,7 @@ into its exit status.
     ├── StoreError                    DuckDB failed (category store); paid answers are kept
     │   ├── DatabaseOpenError         the file cannot be opened
     │   ├── StoreWriteError           a write was refused mid-run; answers are in the journal
+    │   ├── UnfoldableSegmentError    a journal segment cannot be folded nor quarantined
     │   └── SchemaVersionError        the tables were written by a newer version
     ├── EnrichmentStopped             a run could not publish every partition
     ├── ProviderError                 the provider answered with a non-2000 code
@@ -106,6 +107,15 @@ class DatabaseOpenError(StoreError):
 
 class StoreWriteError(StoreError):
     """DuckDB refused a write mid-run; the answers are safe in the journal."""
+
+
+class UnfoldableSegmentError(StoreError):
+    """A journal segment DuckDB cannot fold could not be moved to the quarantine either.
+
+    A segment that cannot be folded is normally moved to ``<journal>/quarantine/`` and the
+    run goes on; this stops the run instead, when that move fails. The message names the
+    segment; the file is kept where it is.
+    """
 
 
 class SchemaVersionError(StoreError):

@@ -342,6 +342,8 @@ async def _run(
             journal_dir=journal_dir_for(duckdb.database, job.tables),
             progress=progress,
         )
+    for warning in report.warnings:  # e.g. a journal segment moved to quarantine
+        context.log.warning(warning)
     context.log.info(
         f"planned {report.plan.to_send} number(s) to send; sent {report.sent}, "
         f"billed {report.billed} ({report.cost} {report.currency}), "

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
-from pydantic import Field
+from pydantic import ConfigDict, Field, field_serializer
 
 from mobile_status_dagster.core.client import AsyncMobileStatusClient, ClientSettings
 from mobile_status_dagster.core.client import settings as client_rules
 from mobile_status_dagster.core.errors import ConfigurationError
 from mobile_status_dagster.core.money import DEFAULT_CURRENCY, DEFAULT_UNIT_PRICE, parse_price
 from mobile_status_dagster.core.store.connection import Connect, file_connect
+
+MASKED = "********"
+"""How the token is shown wherever the resource prints or serializes itself."""
 
 LITERAL_SECRET_ADVICE = (
     "MobileStatusResource got the token as a literal string; Dagster stores resource "  # noqa: S105
@@ -89,6 +93,9 @@ class MobileStatusResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             )
     """
 
+    # A value pydantic refuses (e.g. a token pasted into max_concurrency) is not quoted.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     base_url: str = Field(
         description="The account's allocated provider domain, e.g. https://abc.example.com."
     )
@@ -152,8 +159,39 @@ class MobileStatusResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         """A new async client; use it as ``async with resource.get_client() as client``."""
         return AsyncMobileStatusClient(self.client_settings())
 
-    def __repr__(self) -> str:
-        return f"MobileStatusResource(base_url={self.base_url!r}, token='********')"
+    # The token is masked wherever a user could print, log or serialize the resource:
+    # ``repr``, ``str``, f-strings and ``format`` (pydantic builds all of them from
+    # ``__repr_args__``), ``model_dump()`` and ``model_dump_json()`` (the serializer).
+    # ``dict(resource)``, ``iter(resource)`` and ``vars(resource)`` keep the real token:
+    # Dagster builds the run's resource configuration from them
+    # (``Config._get_non_default_public_field_values`` calls ``dict(self)``, and
+    # ``__init__`` / ``separate_resource_params`` read ``self.__dict__``), so masking
+    # them would hand the run a masked token and fail it with 4001.
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """pydantic's ``repr``/``str`` fields, with the token masked and the URL redacted."""
+        for name, value in super().__repr_args__():
+            if name == "token":
+                yield name, MASKED
+            elif name == "base_url":
+                yield name, _shown_url(value)
+            else:
+                yield name, value
+
+    @field_serializer("token")
+    def _masked_token(self, token: str) -> str:
+        """``model_dump()`` / ``model_dump_json()`` never carry the token."""
+        return MASKED
+
+    @field_serializer("base_url")
+    def _redacted_base_url(self, base_url: str) -> str:
+        """Nor credentials in the URL (refused at run start, but not yet at construction)."""
+        return _shown_url(base_url)
+
+
+def _shown_url(base_url: str) -> str:
+    """``base_url`` without credentials; an ``EnvVar`` as itself (its name, never resolved)."""
+    return base_url if isinstance(base_url, dg.EnvVar) else client_rules.redacted_url(base_url)
 
 
 def closing_connect(resource: DuckDBResource) -> Connect:

@@ -18,22 +18,52 @@ TOKEN_PLACEMENTS: tuple[TokenPlacement, ...] = ("header", "query")
 DEFAULT_TOKEN_PLACEMENT: TokenPlacement = "header"
 
 
+#: Values longer than this are never quoted in an error: a token pasted into the wrong
+#: setting must not be printed back (a token is 32 characters).
+_QUOTE_AT_MOST = 20
+
+
+def shown(value: object) -> str:
+    """``value`` as an error message may quote it: ``repr`` if short, else only its length."""
+    text = repr(value)
+    if len(text) <= _QUOTE_AT_MOST and text.isprintable():
+        return text
+    return f"a value of {len(str(value))} characters (not shown)"
+
+
+def _number_text(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 @dataclass(frozen=True)
 class NumberSetting:
     """One numeric client setting: its name, default, range, and how text becomes it.
 
     The single home of each setting's rules: :class:`ClientSettings` checks with it,
     the Dagster resource and the component take their defaults and descriptions from
-    it, and the environment settings parse with it (naming the variable).
+    it, and the environment settings parse with it (naming the variable). Every setting
+    has both bounds, inclusive: a value outside them is refused, never clamped.
     """
 
     name: str
-    description: str
+    summary: str
     default: float | None
     minimum: float
+    maximum: float
     integer: bool = False
-    minimum_allowed: bool = True
-    maximum: float | None = None
+
+    @property
+    def range_text(self) -> str:
+        """``"an integer from 1 to 1024"``, ``"a number from 0.1 to 300"``."""
+        kind = "an integer" if self.integer else "a number"
+        return f"{kind} from {_number_text(self.minimum)} to {_number_text(self.maximum)}"
+
+    @property
+    def description(self) -> str:
+        """What the setting does, its range and its default (shown in the Dagster UI)."""
+        default = "no cap" if self.default is None else _number_text(self.default)
+        allowed = self.range_text[0].upper() + self.range_text[1:]
+        return f"{self.summary} {allowed}; default {default}."
 
     def check(self, value: object, setting: str | None = None) -> float | None:
         """``value`` if it is in range; ``None`` only for a setting whose default is ``None``.
@@ -45,10 +75,10 @@ class NumberSetting:
             return None
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or (self.integer and not isinstance(value, int)):
-            raise ConfigurationError(name, f"must be {self._range()}, got {value!r}")
+            raise ConfigurationError(name, f"must be {self.range_text}, got {shown(value)}")
         assert isinstance(value, int | float)
-        if not math.isfinite(value) or not self._in_range(value):
-            raise ConfigurationError(name, f"must be {self._range()}, got {value!r}")
+        if not math.isfinite(value) or not self.minimum <= value <= self.maximum:
+            raise ConfigurationError(name, f"must be {self.range_text}, got {shown(value)}")
         return value
 
     def parse(self, raw: str, setting: str) -> float | None:
@@ -60,44 +90,57 @@ class NumberSetting:
             value: float = int(text) if self.integer else float(text)
         except ValueError:
             kind = "an integer" if self.integer else "a number"
-            raise ConfigurationError(setting, f"{text!r} is not {kind}") from None
+            raise ConfigurationError(
+                setting, f"{shown(text)} is not {kind} (it must be {self.range_text})"
+            ) from None
         return self.check(value, setting)
-
-    def _in_range(self, value: float) -> bool:
-        low = value >= self.minimum if self.minimum_allowed else value > self.minimum
-        return low and (self.maximum is None or value <= self.maximum)
-
-    def _range(self) -> str:
-        kind = "an integer" if self.integer else "a finite number"
-        low = f"{'>=' if self.minimum_allowed else '>'} {self.minimum:g}"
-        high = "" if self.maximum is None else f" and <= {self.maximum:g}"
-        return f"{kind} {low}{high}"
 
 
 TIMEOUT_S = NumberSetting(
     "timeout_s",
-    "Seconds allowed for one attempt, connect to last byte.",
+    "Seconds allowed for one attempt, connect to last byte; a slower answer is retried "
+    "and audited as possibly billed.",
     10.0,
-    0,
-    minimum_allowed=False,
+    0.1,
+    300.0,
 )
 MAX_CONCURRENCY = NumberSetting(
-    "max_concurrency", "Requests in flight at once.", 64, 1, integer=True
+    "max_concurrency", "Requests in flight at once.", 64, 1, 1024, integer=True
 )
 QPS = NumberSetting(
     "qps",
-    "Calls per second at most (the account's QPS); None: no cap.",
+    "Calls per second at most (the account's QPS limit); None: no cap.",
     None,
-    0,
-    minimum_allowed=False,
+    0.01,
+    100_000.0,
 )
 MAX_RETRIES = NumberSetting(
-    "max_retries", "Retries after the first attempt for retryable failures.", 3, 0, integer=True
+    "max_retries",
+    "Retries after the first attempt for retryable failures.",
+    3,
+    0,
+    100,
+    integer=True,
 )
 BACKOFF_INITIAL_S = NumberSetting(
-    "backoff_initial_s", "First retry delay; doubles per retry, with full jitter.", 0.2, 0
+    "backoff_initial_s",
+    "First retry delay in seconds; doubles per retry, with full jitter.",
+    0.2,
+    0.0,
+    60.0,
 )
-BACKOFF_MAX_S = NumberSetting("backoff_max_s", "Cap on one retry delay.", 10.0, 0)
+BACKOFF_MAX_S = NumberSetting(
+    "backoff_max_s", "Cap on one retry delay, in seconds.", 10.0, 0.0, 300.0
+)
+NUMBER_SETTINGS: tuple[NumberSetting, ...] = (
+    TIMEOUT_S,
+    MAX_CONCURRENCY,
+    QPS,
+    MAX_RETRIES,
+    BACKOFF_INITIAL_S,
+    BACKOFF_MAX_S,
+)
+"""Every numeric client setting, in the order of :class:`ClientSettings`' fields."""
 
 
 class Secret:
@@ -165,33 +208,74 @@ class ClientSettings:
         _check_token(self.secret)
         if self.token_placement not in TOKEN_PLACEMENTS:
             raise ConfigurationError("token_placement", "must be 'header' or 'query'")
-        for setting in (
-            TIMEOUT_S,
-            MAX_CONCURRENCY,
-            QPS,
-            MAX_RETRIES,
-            BACKOFF_INITIAL_S,
-            BACKOFF_MAX_S,
-        ):
+        for setting in NUMBER_SETTINGS:
             setting.check(getattr(self, setting.name))
         _warn_if_token_in_clear(self.base_url)
+
+
+_URL_EXAMPLE = "such as https://abc.api.example.com"
 
 
 def validated_base_url(base_url: object, setting: str = "base_url") -> str:
     """``base_url`` stripped of spaces and a trailing ``/``, if it is an http(s) URL.
 
+    The one home of the URL rule. It never quotes the value back: a token pasted into
+    the wrong variable must not be printed in a command's error or the UI's load error.
+    It refuses credentials in the URL (``http://user:pass@host``), which would show in
+    every ``repr`` of the settings; the token goes in its own setting.
+
     Raises :class:`ConfigurationError` naming ``setting``.
     """
     if not isinstance(base_url, str) or not base_url.strip():
         raise ConfigurationError(setting, "is empty; set the account's provider URL")
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    text = base_url.strip()
+    if not text.isprintable() or any(char.isspace() for char in text):
         raise ConfigurationError(
-            setting, f"{base_url!r} is not an http(s) URL such as https://host.example.com"
+            setting, "must be one URL without spaces or control characters (value not shown)"
+        )
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+    except ValueError:
+        raise ConfigurationError(
+            setting, f"is not a valid URL (value not shown); expected one {_URL_EXAMPLE}"
+        ) from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigurationError(
+            setting,
+            f"is not an http(s) URL: it must start with https:// or http:// (value not "
+            f"shown); expected one {_URL_EXAMPLE}",
+        )
+    if "@" in parts.netloc:
+        raise ConfigurationError(
+            setting,
+            "must not carry credentials (user:password@ before the host; not shown); "
+            "the account token goes in the token setting (MOBILE_STATUS_TOKEN)",
+        )
+    if not parts.hostname:
+        raise ConfigurationError(
+            setting, f"has no host name (value not shown); expected a URL {_URL_EXAMPLE}"
         )
     if parts.query or parts.fragment:
-        raise ConfigurationError(setting, "must not carry a query string or fragment")
-    return base_url.strip().rstrip("/")
+        raise ConfigurationError(
+            setting, "must not carry a query string or fragment (value not shown)"
+        )
+    return text.rstrip("/")
+
+
+def redacted_url(url: object) -> str:
+    """``url`` safe to print: any ``user:password@`` replaced by ``***@``.
+
+    For showing a URL that was not validated yet (e.g. in a resource's ``repr``).
+    """
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return "<not a valid URL>"
+    if "@" not in parts.netloc:
+        return text
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def _check_token(token: Secret) -> None:

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
+import json
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -51,12 +54,14 @@ from mobile_status_dagster.core.errors import (
     FatalProviderError,
     MobileStatusError,
     StoreWriteError,
+    UnfoldableSegmentError,
 )
 from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.numbers import mask
 from mobile_status_dagster.core.store.connection import Connect
 from mobile_status_dagster.core.store.plan import RunPlan, plan_run
 from mobile_status_dagster.core.store.publish import PartitionOutcome, publish_partitions
-from mobile_status_dagster.core.store.record import fold_segment, iter_spool
+from mobile_status_dagster.core.store.record import FoldResult, fold_segment, iter_spool
 from mobile_status_dagster.core.store.schema import DEFAULT_TABLES, Tables, ensure_schema
 from mobile_status_dagster.core.store.source import Partition, SourceTable
 
@@ -128,6 +133,14 @@ class EnrichmentReport:
     stop_reason: str | None = None
     stopped_by: type[MobileStatusError] | None = None
     """The error that stopped the run early (a fatal provider error, the budget), if any."""
+    quarantined: list[QuarantinedSegment] = field(default_factory=list)
+    """Journal segments of earlier runs that could not be folded, moved to the quarantine:
+    their answers are not in the audit (see :attr:`warnings`)."""
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a successful run must still tell a person (quarantined journal segments)."""
+        return [q.message for q in self.quarantined]
 
     @property
     def calls_per_s(self) -> float:
@@ -166,6 +179,7 @@ class EnrichmentReport:
             )
         if self.unresolved_by_error:
             parts.append("numbers without an answer: " + _explain(self.unresolved_by_error))
+        parts.extend(self.warnings)
         parts.append(
             f"{self.billed} billed answer(s) from this run are kept in the cache and the audit; "
             "a rerun pays only for what is missing"
@@ -202,22 +216,185 @@ def journal_dir_for(database: str, tables: Tables = DEFAULT_TABLES) -> Path:
     return Path(f"{database}.{tables.prefix}journal")
 
 
-def recover_journal(connect: Connect, journal_dir: Path, tables: Tables = DEFAULT_TABLES) -> int:
-    """Fold segments left by runs that died into DuckDB; return how many answers came back."""
+QUARANTINE = "quarantine"
+"""The folder, inside the journal directory, of segments that cannot be folded."""
+
+#: DuckDB errors that say nothing about the segment (the disk, memory, an interrupt, a
+#: conflicting or read-only database): the segment stays in the journal for the next run.
+_ENVIRONMENT_ERRORS: tuple[type[duckdb.Error], ...] = (
+    duckdb.OperationalError,  # IOException, OutOfMemoryException, TransactionException, …
+    duckdb.InterruptException,
+    duckdb.FatalException,
+    duckdb.PermissionException,
+)
+
+
+@dataclass(frozen=True)
+class QuarantinedSegment:
+    """A journal segment recovery could not fold, moved aside for a person to inspect."""
+
+    segment: str
+    """The segment's file name in the journal."""
+    path: Path
+    """Where it is now, in ``<journal>/quarantine/``."""
+    reason: str
+    """Why it could not be folded (DuckDB's error, numbers masked)."""
+    attempts: int
+    billed: int
+
+    @property
+    def message(self) -> str:
+        """What happened, what it means, and what to do."""
+        return (
+            f"journal segment {self.segment} cannot be folded into DuckDB ({self.reason}); "
+            f"moved it to {self.path}. Its {self.attempts} provider attempt(s), "
+            f"{self.billed} of them billed, are NOT in the audit or the cache (a number "
+            "answered only there is asked, and paid for, again when a run needs it). "
+            "The file is kept: inspect it, fix "
+            "what DuckDB refused (e.g. the price in its first line), then move it back "
+            f"into {self.path.parent.parent} for the next run to fold (or fold it by hand "
+            "with mobile_status_dagster.core.store.record.fold_segment)"
+        )
+
+
+def recover_journal(
+    connect: Connect,
+    journal_dir: Path,
+    tables: Tables = DEFAULT_TABLES,
+    *,
+    on_quarantine: Callable[[QuarantinedSegment], None] | None = None,
+) -> int:
+    """Fold segments left by runs that died into DuckDB; return how many answers came back.
+
+    A segment DuckDB refuses to fold (an error of the segment's data, not of the disk or
+    the database) cannot poison every later run: it is moved to
+    ``<journal_dir>/quarantine/``, the error is logged naming it (and passed to
+    ``on_quarantine``), and recovery goes on; its answers are not counted.
+
+    Raises:
+        StoreError: the database cannot be opened or prepared, or DuckDB failed for a
+            reason that is not the segment's (disk full, out of memory, …): the segment
+            stays in the journal for the next run. :class:`UnfoldableSegmentError` when a
+            segment that cannot be folded cannot be quarantined either.
+    """
     recovered = 0
     for segment in leftover_segments(journal_dir):
         try:
-            with connect() as conn:
-                ensure_schema(conn, tables)
-                result = fold_segment(conn, segment.path, tables=tables)
+            result = _recover_segment(connect, segment, journal_dir, tables)
         except BaseException:
             segment.release()
             raise
+        if isinstance(result, QuarantinedSegment):
+            segment.release()
+            log.error("%s", result.message)
+            if on_quarantine is not None:
+                on_quarantine(result)
+            continue
         segment.discard()
         recovered += result.answers
         if not result.already_folded:
             log.info("recovered %d answer(s) from journal %s", result.answers, segment.path.name)
     return recovered
+
+
+def _recover_segment(
+    connect: Connect, segment: Segment, journal_dir: Path, tables: Tables
+) -> FoldResult | QuarantinedSegment:
+    """Fold ``segment``, or move it (still locked) to the quarantine if DuckDB refuses it."""
+    name = segment.path.name
+    kept = f"journal segment {name} is kept in {journal_dir} and folded by the next run"
+    stage = "open"
+    try:
+        with connect() as conn:
+            ensure_schema(conn, tables)
+            stage = "fold"
+            result = fold_segment(conn, segment.path, tables=tables)
+            stage = "close"
+        return result
+    except duckdb.Error as error:
+        if stage == "open":
+            reason = _duckdb_reason(error)
+            raise DatabaseOpenError(
+                f"cannot open the database to recover the journal ({reason}); {kept}"
+            ) from None
+        if stage == "close" or isinstance(error, _ENVIRONMENT_ERRORS):
+            raise StoreWriteError(
+                f"could not fold journal segment {name} into DuckDB "
+                f"({_duckdb_reason(error)}); fix the cause and rerun: the {kept}"
+            ) from None
+        reason = _duckdb_reason(error)
+    return _quarantine(segment, journal_dir, reason)
+
+
+def _quarantine(segment: Segment, journal_dir: Path, reason: str) -> QuarantinedSegment:
+    """Move ``segment`` to ``<journal_dir>/quarantine/`` with a note saying why."""
+    name = segment.path.name
+    folder = journal_dir / QUARANTINE
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if folder.is_symlink() or not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is not a directory")
+        os.chmod(folder, 0o700)
+        target = folder / name
+        for copy in itertools.count(1):
+            if not os.path.lexists(target):
+                break
+            target = folder / f"{name}.{copy}"
+        os.rename(segment.path, target)
+    except OSError as error:
+        raise UnfoldableSegmentError(
+            f"journal segment {name} cannot be folded into DuckDB ({reason}) and could not "
+            f"be moved to {folder} ({error}); it is kept in {journal_dir}: move it aside "
+            "by hand and rerun"
+        ) from None
+    attempts, billed = _attempt_counts(target)
+    quarantined = QuarantinedSegment(name, target, reason, attempts, billed)
+    _write_note(quarantined, journal_dir)
+    return quarantined
+
+
+def _write_note(quarantined: QuarantinedSegment, journal_dir: Path) -> None:
+    """``<segment>.reason.txt`` beside the quarantined file: when, why, what to do."""
+    note = (
+        f"{datetime.now(UTC).isoformat()}: {quarantined.message}\n"
+        f"To fold it: fix it, then move it back as {journal_dir / quarantined.segment}\n"
+    )
+    path = f"{quarantined.path}.reason.txt"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, note.encode())
+        finally:
+            os.close(fd)
+    except OSError as error:  # the log line says it all already
+        log.warning("could not write %s (%s)", path, error)
+
+
+def _attempt_counts(path: Path) -> tuple[int, int]:
+    """How many provider attempts a segment holds, and how many were billed."""
+    attempts = billed = 0
+    try:
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and entry.get("m") is not None:
+                    attempts += 1
+                    billed += entry.get("b") is True
+    except OSError:
+        pass
+    return attempts, billed
+
+
+def _duckdb_reason(error: BaseException) -> str:
+    """``ConversionException: Could not convert …``: the first line, numbers masked."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {_LONG_DIGITS.sub(lambda m: mask(m.group()), first)}"
+
+
+_LONG_DIGITS = re.compile(r"\d{11,}")
 
 
 async def enrich(
@@ -237,7 +414,10 @@ async def enrich(
     spool = journal_dir / f"{job.run_id}-{os.getpid()}.plan.parquet"
     async with provider_turn(journal_dir):
         now = clock()
-        await asyncio.to_thread(recover_journal, connect, journal_dir, job.tables)
+        quarantined: list[QuarantinedSegment] = []
+        await asyncio.to_thread(
+            recover_journal, connect, journal_dir, job.tables, on_quarantine=quarantined.append
+        )
         with connect() as conn:
             ensure_schema(conn, job.tables)
             job.source.check_exists(conn)
@@ -251,7 +431,9 @@ async def enrich(
                 force_refresh=job.force_refresh,
                 spool=spool,
             )
-        report = EnrichmentReport(run_id=job.run_id, plan=plan, currency=job.currency)
+        report = EnrichmentReport(
+            run_id=job.run_id, plan=plan, currency=job.currency, quarantined=quarantined
+        )
         try:
             if plan.to_send:
                 await _check_all(job, report, client, connect, journal_dir, spool, progress)
@@ -346,7 +528,11 @@ async def _check_all(
             segment.release()
             stopping.store_failed(
                 f"could not write answers to DuckDB ({type(error).__name__}: {error}); "
-                f"they are kept in the journal {journal_dir} and are recorded by the next run"
+                f"they are kept in the journal {journal_dir} (segment {segment.path.name}) "
+                "and the next run records them first: fix the cause and rerun. A segment "
+                "DuckDB still cannot fold then is moved to "
+                f"{journal_dir / QUARANTINE} for you to inspect, and that run goes on "
+                "without its answers"
             )
 
     folding: asyncio.Task[None] | None = None
