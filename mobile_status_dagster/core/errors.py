@@ -40,6 +40,7 @@ into its exit status.
         ├── ConnectionLostError       sent, connection dropped: possibly billed
         ├── ServerError               HTTP 5xx
         └── MalformedResponseError    a body that is not the provider's JSON
+            └── OversizedResponseError    over 64 KiB: refused unread, possibly billed
 """
 
 from __future__ import annotations
@@ -305,3 +306,10 @@ class MalformedResponseError(TransportError):
     """The body is not the provider's JSON; the message quotes a short, safe excerpt."""
 
     advice = "the provider's answers were not its JSON"
+
+
+class OversizedResponseError(MalformedResponseError):
+    """An answer larger than the client's cap (64 KiB): refused unread, possibly billed."""
+
+    possibly_billed = True
+    advice = "the provider's answers were larger than 64 KiB (refused, possibly billed)"

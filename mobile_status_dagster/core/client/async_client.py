@@ -17,7 +17,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from mobile_status_dagster.core.client.budget import ChargeBudget
 from mobile_status_dagster.core.client.ratelimit import RateLimiter
-from mobile_status_dagster.core.client.response import read_answer
+from mobile_status_dagster.core.client.response import ACCEPT_ENCODING, read_answer, read_body
 from mobile_status_dagster.core.client.results import Attempt, CheckResult
 from mobile_status_dagster.core.client.settings import ClientSettings
 from mobile_status_dagster.core.errors import (
@@ -41,6 +41,8 @@ CHECK_PATH = "/mobile/check/"
 #: 4029 means "slow down", not "this number failed": it gets its own, larger bound.
 MAX_THROTTLED_RETRIES = 20
 _SENTINEL = object()
+#: The feeder's last item on the results queue: no worker starts after it.
+_FED = object()
 
 
 class AsyncMobileStatusClient:
@@ -77,7 +79,8 @@ class AsyncMobileStatusClient:
             "write": settings.timeout_s,
             "pool": settings.timeout_s,
         }
-        self._headers = {"accept": "application/json"}
+        # Only encodings read by a bounded decoder (aiohttp would also offer br and zstd).
+        self._headers = {"accept": "application/json", "accept-encoding": ACCEPT_ENCODING}
         if settings.token_placement == "header":
             self._headers["token"] = settings.secret.reveal()
 
@@ -126,7 +129,8 @@ class AsyncMobileStatusClient:
         """Yield one result per number as each completes (not in input order).
 
         At most ``max_concurrency`` numbers are in flight and only a few more are read
-        ahead from ``mobiles``, so neither input nor output is held in memory. On a
+        ahead from ``mobiles``, so neither input nor output is held in memory. Worker
+        tasks start as numbers arrive, never more than there are numbers. On a
         fatal error, no new number is started; requests in flight finish and their
         results are yielded, then the error is raised.
 
@@ -144,6 +148,13 @@ class AsyncMobileStatusClient:
         done: asyncio.Queue[object] = asyncio.Queue(maxsize=2 * concurrency)
         fatal: list[FatalProviderError] = []
         hook_errors: list[BaseException] = []
+        # Workers start lazily, in the feeder: one more only when a number would wait for
+        # a worker and fewer than max_concurrency exist. So there are never more workers
+        # than numbers (3 numbers with max_concurrency=10**8 start 3), and a long input
+        # reaches max_concurrency at once, as before. ``idle`` counts workers that will
+        # take a queued number: started, or back from one, and not yet holding the next.
+        workers: list[asyncio.Task[None]] = []
+        idle = 0
 
         async def feed() -> None:
             try:
@@ -151,48 +162,62 @@ class AsyncMobileStatusClient:
                     async for mobile in mobiles:
                         if fatal or hook_errors:
                             break
+                        start_worker_if_needed()
                         await pending.put(mobile)
                 else:
                     for mobile in mobiles:
                         if fatal or hook_errors:
                             break
+                        start_worker_if_needed()
                         await pending.put(mobile)
             finally:
                 if not _cancelling():  # when cancelled, nobody may be left to drain the queue
-                    for _ in range(concurrency):
+                    for _ in workers:  # no worker starts after this point
                         await pending.put(_SENTINEL)
+                    await done.put(_FED)
+
+        def start_worker_if_needed() -> None:
+            """Before a number is queued: start a worker if none would be free to take it."""
+            nonlocal idle
+            if pending.qsize() >= idle and len(workers) < concurrency:
+                idle += 1
+                workers.append(asyncio.create_task(work()))
 
         async def work() -> None:
+            nonlocal idle
             try:
                 while (mobile := await pending.get()) is not _SENTINEL:
-                    if fatal or hook_errors:
-                        continue
-                    result = await self._check(str(mobile), stop=fatal, budget=budget)
-                    if isinstance(result.error, FatalProviderError) and not fatal:
-                        fatal.append(result.error)
-                    if on_result is not None:
-                        try:
-                            on_result(result)
-                        except Exception as error:  # re-raised after the drain
-                            hook_errors.append(error)
-                    await done.put(result)
+                    idle -= 1
+                    if not (fatal or hook_errors):
+                        result = await self._check(str(mobile), stop=fatal, budget=budget)
+                        if isinstance(result.error, FatalProviderError) and not fatal:
+                            fatal.append(result.error)
+                        if on_result is not None:
+                            try:
+                                on_result(result)
+                            except Exception as error:  # re-raised after the drain
+                                hook_errors.append(error)
+                        await done.put(result)
+                    idle += 1
             finally:
                 if not _cancelling():
                     await done.put(_SENTINEL)
 
-        tasks = [asyncio.create_task(feed())]
-        tasks += [asyncio.create_task(work()) for _ in range(concurrency)]
+        feeder = asyncio.create_task(feed())
         try:
-            running = concurrency
-            while running:
+            fed, finished = False, 0
+            while not fed or finished < len(workers):
                 item = await done.get()
-                if item is _SENTINEL:
-                    running -= 1
+                if item is _FED:
+                    fed = True
+                elif item is _SENTINEL:
+                    finished += 1
                 else:
                     assert isinstance(item, CheckResult)
                     yield item
-            await asyncio.gather(*tasks)
+            await asyncio.gather(feeder, *workers)
         finally:
+            tasks = [feeder, *workers]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -257,7 +282,8 @@ class AsyncMobileStatusClient:
                 response = await self._transport.handle_async_request(self._request(mobile))
                 try:
                     http_status = response.status_code
-                    body = await response.aread()
+                    # At most MAX_BODY_BYTES, decompressed; larger is possibly billed.
+                    body = await read_body(response, redact=self.settings.secret.reveal())
                 finally:
                     await response.aclose()
             answer = read_answer(http_status, body, redact=self.settings.secret.reveal())

@@ -13,9 +13,17 @@ from mobile_status_dagster.core.status import Status
 class Attempt:
     """One HTTP attempt for one number, as the audit records it.
 
-    ``code`` is the provider's code (``None`` when no provider JSON came back);
+    ``code`` is the provider's code (``None`` when no provider JSON came back, or when
+    the code does not fit a signed 32-bit integer: its text is then in ``message``);
     ``billed`` is true for a definitive answer; ``possibly_billed`` marks a request
-    that was sent but whose answer never arrived (the provider may have charged it).
+    that was sent but whose answer never arrived or was refused unread for its size
+    (the provider may have charged it).
+
+    Every string is cleaned when the answer is parsed (see
+    :mod:`~mobile_status_dagster.core.client.response`): printable, encodable as UTF-8,
+    bounded. ``operator`` is one of ``SERVING_OPERATORS`` or ``None`` (an unrecognized
+    operator is quoted in ``message``); ``order_number`` is at most 64 printable ASCII
+    characters (a dirty one is kept cleaned, and ``message`` says so).
     """
 
     attempt: int
