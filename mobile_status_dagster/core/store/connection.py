@@ -3,6 +3,18 @@
 DuckDB lets one process at a time open a file read-write. Every store function takes
 a :data:`Connect` — a factory of connection context managers — opens it for one unit
 of work and closes it, so the file lock is never held across network waits.
+
+The database holds phone numbers, so the files DuckDB creates for it are private to
+the user (``0600``, :data:`~mobile_status_dagster.core.files.FILE_MODE`) whatever the
+process umask. DuckDB takes no file mode: it creates the database file at connect, the
+WAL (``<database>.wal``) at the first write and again after every checkpoint (which
+deletes it), and its spill files while it works; it refuses an empty pre-created
+database file and replaces a pre-created WAL. So a private umask
+(:func:`~mobile_status_dagster.core.files.private_umask`) is held while a connection of
+:func:`file_connect` is open, and while :func:`connect_with_retry` connects. It is the
+process's umask: files other threads create meanwhile are private too (stricter, never
+looser). An existing database keeps its mode: a file may be shared on purpose, and
+``chmod 600`` (with its ``.wal``) makes an older one private.
 """
 
 from __future__ import annotations
@@ -12,9 +24,11 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import duckdb
 
+from mobile_status_dagster.core import files
 from mobile_status_dagster.core.errors import DatabaseOpenError
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -48,6 +62,10 @@ def connect_with_retry(
     Starts from :data:`DEFAULT_DUCKDB_CONFIG`; ``config`` overrides any of it (e.g.
     ``{"memory_limit": "512MB"}`` to cap DuckDB's memory; it spills to disk beyond).
 
+    A database file it creates is private to the user (see the module's docstring);
+    for the WAL to be private too, keep the private umask held while the connection
+    is open, as :func:`file_connect` does.
+
     Raises:
         DatabaseOpenError: the file cannot be opened (no such directory, not a DuckDB
             file), or another process kept it locked for ``lock_wait_s``.
@@ -57,7 +75,8 @@ def connect_with_retry(
     while True:
         try:
             settings = {**DEFAULT_DUCKDB_CONFIG, **(config or {})}
-            return duckdb.connect(database, read_only=read_only, config=settings)
+            with files.private_umask():
+                return duckdb.connect(database, read_only=read_only, config=settings)
         except duckdb.Error as error:
             if not is_lock_error(error) or time.monotonic() + delay > deadline:
                 raise DatabaseOpenError(f"cannot open database {database}: {error}") from None
@@ -74,6 +93,9 @@ def file_connect(
 ) -> Connect:
     """A :data:`Connect` for a DuckDB file: each connection always closes.
 
+    While a connection is open the private umask is held, so the database file, its
+    WAL and DuckDB's spill files are created readable by the user only.
+
     Example::
 
         connect = file_connect("mobile_status.duckdb")
@@ -83,15 +105,21 @@ def file_connect(
 
     @contextlib.contextmanager
     def connect() -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = connect_with_retry(
-            database, read_only=read_only, lock_wait_s=lock_wait_s, config=config
-        )
-        try:
-            yield conn
-        finally:
-            conn.close()
+        with files.private_umask():
+            conn = connect_with_retry(
+                database, read_only=read_only, lock_wait_s=lock_wait_s, config=config
+            )
+            try:
+                yield conn
+            finally:
+                conn.close()
 
     return connect
+
+
+def copy_target(path: Path) -> str:
+    """``path`` as the target of ``COPY ... TO``, which takes no bound parameter."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 @contextlib.contextmanager

@@ -1,13 +1,21 @@
-"""Loading number files (CSV, plain text, Parquet) into the source table ``number_sets``."""
+"""Loading number files (CSV, plain text, Parquet) into the source table ``number_sets``.
+
+A path names one file, literally: DuckDB's readers would expand ``*``, ``?`` and
+``[...]`` in it (``load 'a*.csv'`` loaded ``a1.csv`` too), so the path must name one
+existing regular file, and it is handed to DuckDB as
+:func:`~mobile_status_dagster.core.files.literal_path`, which matches only itself.
+"""
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from mobile_status_dagster.core.errors import LoadError
+from mobile_status_dagster.core.files import has_glob, literal_path
 from mobile_status_dagster.core.store.connection import transaction
 from mobile_status_dagster.core.store.number_sql import (
     normalized_numbers_sql,
@@ -79,10 +87,7 @@ def load_file(
 
 def _stage(conn: duckdb.DuckDBPyConnection, path: Path, column: str | None) -> None:
     """Read ``path`` into a TEMP table with one VARCHAR column ``mobile``."""
-    if not path.is_file():
-        raise LoadError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise LoadError(f"{path}: the file is empty")
+    _check_one_file(path)
     suffix = path.suffix.lower()
     if suffix in TEXT_SUFFIXES:
         relation = (
@@ -103,7 +108,7 @@ def _stage(conn: duckdb.DuckDBPyConnection, path: Path, column: str | None) -> N
     try:
         columns = [
             row[0]
-            for row in conn.execute(f"DESCRIBE SELECT * FROM {reader}", [str(path)]).fetchall()
+            for row in conn.execute(f"DESCRIBE SELECT * FROM {reader}", [_literal(path)]).fetchall()
         ]
     except duckdb.Error as error:
         raise _unreadable(path, kind, error) from None
@@ -114,9 +119,32 @@ def _stage(conn: duckdb.DuckDBPyConnection, path: Path, column: str | None) -> N
 
 def _create_staged(conn: duckdb.DuckDBPyConnection, path: Path, relation: str, kind: str) -> None:
     try:
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGED} AS {relation}", [str(path)])
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGED} AS {relation}", [_literal(path)])
     except duckdb.Error as error:
         raise _unreadable(path, kind, error) from None
+
+
+def _check_one_file(path: Path) -> None:
+    """``path`` must name one existing, non-empty regular file (a symlink to one is fine)."""
+    literally = " (the name is taken literally, not as a glob pattern)" if has_glob(path) else ""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise LoadError(f"{path}: no such file{literally}") from None
+    except OSError as error:
+        raise LoadError(f"{path}: cannot be read ({error.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise LoadError(f"{path}: not a regular file; give the path of one file{literally}")
+    if info.st_size == 0:
+        raise LoadError(f"{path}: the file is empty")
+    _literal(path)
+
+
+def _literal(path: Path) -> str:
+    try:
+        return literal_path(path)
+    except ValueError as error:
+        raise LoadError(str(error)) from None
 
 
 def _unreadable(path: Path, kind: str, error: duckdb.Error) -> LoadError:

@@ -11,7 +11,9 @@ from typing import Any
 import duckdb
 
 from mobile_status_dagster.core.errors import NumberRejectedError
+from mobile_status_dagster.core.files import private_output
 from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.store.connection import copy_target
 from mobile_status_dagster.core.store.number_sql import (
     normalized_numbers_sql,
     register_number_rules,
@@ -138,13 +140,21 @@ def plan_run(
     to_send_sql = "SELECT mobile, set_id, reason FROM mobile_status_run_numbers WHERE NOT fresh"
     (to_send,) = conn.execute(f"SELECT count(*) FROM ({to_send_sql})").fetchone() or (0,)
     if spool is not None:
-        target = _path_literal(spool)
-        conn.execute(f"COPY ({to_send_sql} ORDER BY set_id, mobile) TO '{target}' (FORMAT parquet)")
+        _write_spool(conn, f"{to_send_sql} ORDER BY set_id, mobile", spool)
     planned = {row[0]: SetPlan(*row) for row in per_set}
     sets = tuple(planned.get(p.key, SetPlan(p.key, 0, 0, 0, 0, 0)) for p in partitions)
     return RunPlan(sets=sets, to_send=int(to_send))
 
 
-def _path_literal(path: Path) -> str:
-    # COPY TO takes no bound parameter for its target; quote the path as a literal.
-    return str(path).replace("'", "''")
+def _write_spool(conn: duckdb.DuckDBPyConnection, select_sql: str, spool: Path) -> None:
+    """Write the spool (every number to send, with its set id) readable by its owner only.
+
+    DuckDB's ``COPY`` would create the file with the process umask (``0644`` under the
+    usual ``022``), so it writes into a ``0600`` temporary file that is then renamed
+    into place (:func:`~mobile_status_dagster.core.files.private_output`); the engine
+    keeps the spool in the journal directory, itself ``0700``.
+    """
+    with private_output(spool) as temporary:
+        conn.execute(
+            f"COPY ({select_sql}) TO {copy_target(temporary)} (FORMAT parquet, USE_TMP_FILE false)"
+        )

@@ -5,16 +5,23 @@ A journal segment is a JSON-lines file written as answers arrive (see
 reader — vectorized, no per-row Python — and, in one transaction, appends its attempts
 to ``provider_calls``, replaces the cache rows of its answers, and records the segment
 name, so a segment folded twice (after a crash between commit and delete) is a no-op.
+
+DuckDB's readers take a path as a glob pattern; the segment and the spool are passed as
+:func:`~mobile_status_dagster.core.files.literal_path`, so a run id or a database
+directory with ``*``, ``?`` or ``[`` reads exactly its own file.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from mobile_status_dagster.core.errors import ConfigurationError, DatabaseOpenError
+from mobile_status_dagster.core.files import file_problem, literal_path
 from mobile_status_dagster.core.store.connection import transaction
 from mobile_status_dagster.core.store.schema import MONEY, Tables, status_label_sql
 
@@ -58,7 +65,19 @@ class FoldResult:
 
 
 def fold_segment(conn: duckdb.DuckDBPyConnection, path: Path, *, tables: Tables) -> FoldResult:
-    """Fold one journal segment into the audit and the cache of ``tables``, exactly once."""
+    """Fold one journal segment into the audit and the cache of ``tables``, exactly once.
+
+    Raises:
+        DatabaseOpenError: ``path`` is missing, or is not a regular file of the current
+            user that only the user may write (a symlink, a file of another owner): it
+            is not folded.
+    """
+    try:
+        problem = file_problem(os.lstat(path))
+    except OSError as error:
+        problem = f"it cannot be read ({error.strerror})"
+    if problem is not None:
+        raise DatabaseOpenError(f"refusing to fold journal segment {path}: {problem}")
     name = path.name
     if conn.execute(f"SELECT 1 FROM {tables.segments} WHERE segment = ?", [name]).fetchone():
         return FoldResult(0, 0, already_folded=True)
@@ -66,7 +85,7 @@ def fold_segment(conn: duckdb.DuckDBPyConnection, path: Path, *, tables: Tables)
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE {_LINES} AS SELECT * FROM read_json(?, "
         f"format = 'newline_delimited', columns = {columns}, ignore_errors = true)",
-        [str(path)],
+        [_literal(path)],
     )
     try:
         header = conn.execute(
@@ -142,7 +161,16 @@ def iter_spool(path: Path, batch_size: int = 2048) -> Iterator[tuple[str, str, s
     Reads through a private in-memory DuckDB, so the database file stays unlocked.
     """
     with duckdb.connect() as conn:
-        cursor = conn.execute("SELECT mobile, set_id, reason FROM read_parquet(?)", [str(path)])
+        cursor = conn.execute(
+            "SELECT mobile, set_id, reason FROM read_parquet(?)", [_literal(path)]
+        )
         while rows := cursor.fetchmany(batch_size):
             for mobile, set_id, reason in rows:
                 yield str(mobile), str(set_id), str(reason)
+
+
+def _literal(path: Path) -> str:
+    try:
+        return literal_path(path)
+    except ValueError as error:
+        raise ConfigurationError("path", str(error)) from None

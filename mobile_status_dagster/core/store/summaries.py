@@ -10,13 +10,20 @@ from pathlib import Path
 import duckdb
 
 from mobile_status_dagster.core.errors import ExportError
+from mobile_status_dagster.core.files import private_output
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.status import Status
+from mobile_status_dagster.core.store.connection import copy_target
+from mobile_status_dagster.core.store.number_sql import quote_identifier
 from mobile_status_dagster.core.store.plan import RUN_ROWS, fresh_sql, load_run_rows
 from mobile_status_dagster.core.store.schema import BILLED_CODES, Tables, ensure_schema
 from mobile_status_dagster.core.store.source import Partition, SourceTable
 
 EXPORT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+FORMULA_START = "=+-@\t\r"
+"""A CSV cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV
+injection"); a CSV export prefixes such a cell with ``'``."""
+_EXPORT = "mobile_status_export"
 
 
 def rebuild_charges(conn: duckdb.DuckDBPyConnection, *, tables: Tables) -> int:
@@ -127,12 +134,22 @@ def export_set(
 
     Columns: mobile, status, operator, prefix_operator, ported, checked_at. Returns the
     number of rows written.
+
+    The file is readable by its owner only (``0600``): it is written into a private
+    temporary file beside ``out`` and renamed over it, so no other user can read it,
+    not even while it is written, and an existing ``out`` (or a symlink there) is
+    replaced rather than written through. In a CSV export, a text cell a spreadsheet
+    would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, a tab or a
+    carriage return: :data:`FORMULA_START`) gets a leading ``'``, as OWASP recommends;
+    Parquet exports keep the values exactly.
     """
     kind = EXPORT_SUFFIXES.get(out.suffix.lower())
     if kind is None:
         raise ExportError(f"{out}: use a .csv or .parquet file name")
     if not out.parent.is_dir():
         raise ExportError(f"{out}: directory {out.parent} does not exist")
+    if out.is_dir():
+        raise ExportError(f"{out}: is a directory")
     ensure_schema(conn, tables)
     published = conn.execute(
         f"SELECT count(*) FROM {tables.published} WHERE set_id = ?", [set_id]
@@ -141,7 +158,7 @@ def export_set(
         raise ExportError(f"set {set_id!r} has no published rows; enrich it first")
     conn.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE mobile_status_export AS
+        CREATE OR REPLACE TEMP TABLE {_EXPORT} AS
         SELECT DISTINCT ON (mobile) mobile, status, operator, prefix_operator, ported, checked_at
         FROM {tables.published}
         WHERE set_id = ? AND valid AND status_code IN (SELECT unnest(CAST(? AS INTEGER[])))
@@ -149,12 +166,40 @@ def export_set(
         """,
         [set_id, [int(s) for s in statuses]],
     )
-    target = str(out).replace("'", "''")
+    select = _csv_safe_select(conn) if kind == "csv" else f"SELECT * FROM {_EXPORT}"
     options = "FORMAT csv, HEADER true" if kind == "csv" else "FORMAT parquet"
-    conn.execute(
-        f"COPY (SELECT * FROM mobile_status_export ORDER BY mobile) TO '{target}' ({options})"
-    )
-    return _count(conn, "mobile_status_export")
+    try:
+        with private_output(out) as temporary:
+            conn.execute(
+                f"COPY ({select} ORDER BY mobile) TO {copy_target(temporary)} "
+                f"({options}, USE_TMP_FILE false)"
+            )
+    except OSError as error:
+        raise ExportError(f"{out}: cannot be written ({error.strerror})") from None
+    return _count(conn, _EXPORT)
+
+
+def _csv_safe_select(conn: duckdb.DuckDBPyConnection) -> str:
+    """``SELECT`` of the export table with formulas neutralised in every text column.
+
+    Every VARCHAR column is guarded, not a chosen few: the operator is the provider's
+    text, and a column added later is covered too. The numbers are VARCHAR as well (a
+    valid one starts with ``1``, so it is never changed); ``ported`` and ``checked_at``
+    are not text and cannot start a formula.
+    """
+    columns = conn.execute(f"DESCRIBE {_EXPORT}").fetchall()
+    starts = ", ".join(f"chr({ord(c)})" for c in FORMULA_START)
+    parts = []
+    for name, column_type, *_ in columns:
+        column = quote_identifier(str(name))
+        if str(column_type) == "VARCHAR":
+            parts.append(
+                f"CASE WHEN left({column}, 1) IN ({starts}) "
+                f"THEN chr(39) || {column} ELSE {column} END AS {column}"
+            )
+        else:
+            parts.append(column)
+    return f"SELECT {', '.join(parts)} FROM {_EXPORT}"
 
 
 def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
