@@ -32,7 +32,7 @@ from mobile_status_dagster.core.engine import EnrichmentJob, enrich, journal_dir
 from mobile_status_dagster.core.engine.enrich import EnrichmentReport, recover_journal
 from mobile_status_dagster.core.engine.journal import Journal, leftover_segments
 from mobile_status_dagster.core.engine.provider_lock import LOCK_NAME, provider_turn
-from mobile_status_dagster.core.errors import DatabaseOpenError, LoadError, StoreError
+from mobile_status_dagster.core.errors import LoadError, StoreError, UntrustedFileError
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.core.store import Partition, SourceTable, file_connect
@@ -372,7 +372,7 @@ def test_an_untrusted_journal_directory_is_refused_before_anything_is_paid(
     assert ("owned" if problem == "other-owner" else "chmod") in message
     assert simulator.provider.ledger() == []
     assert audit_orders(db) == []
-    assert isinstance(raised.value, DatabaseOpenError)
+    assert isinstance(raised.value, UntrustedFileError)
 
 
 def test_the_command_refuses_a_group_writable_journal_directory_clearly(
@@ -546,3 +546,36 @@ def test_csv_exports_neutralise_formulas_in_every_text_column(tmp_path: Path, db
     assert exported == expected
     # Parquet is for programs, not spreadsheets: values exactly as stored.
     assert [r[0] for r in raw] == [*HOSTILE, "CM"]
+
+
+def test_a_killed_runs_plan_spool_is_removed_by_the_next_run(
+    simulator: SimulatorServer, db: Path
+) -> None:
+    """The spool lists every number to send: a SIGKILLed run's copy must not stay behind."""
+    seed_sets(db, {"s": sample_numbers(5, seed=71)})
+    journal = journal_dir_for(str(db))
+    journal.mkdir(mode=0o700)
+    dead = journal / "dead-run-99999.plan.parquet"
+    dead.write_bytes(b"numbers of a killed run")
+    half_written = journal / ".dead-run-99999.plan.parquet.abc123.tmp"
+    half_written.write_bytes(b"half")
+    report = run_engine(simulator, db, "r-next")
+    assert report.ok
+    assert not dead.exists()
+    assert not half_written.exists()
+
+
+def test_a_lone_surrogate_from_outside_the_client_cannot_lose_a_paid_answer(
+    tmp_path: Path,
+) -> None:
+    """The journal writes what cannot be encoded as U+FFFD instead of raising."""
+    journal = Journal(tmp_path / "j", "r1", unit_price=Decimal("0.05"), currency="CNY")
+    journal._write_lines(['{"m":"13912345678","s":"set\udc80"}'])
+    text = journal.current.path.read_text(encoding="utf-8")
+    assert "set?" in text or "set\ufffd" in text
+
+
+def test_a_planted_directory_is_an_untrusted_file_error_of_the_store_category() -> None:
+    """Refusing planted data is a store failure (exit 4), with its own class."""
+    assert issubclass(UntrustedFileError, StoreError)
+    assert UntrustedFileError.category == "store"

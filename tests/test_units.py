@@ -438,3 +438,11 @@ def test_max_age_sql_is_max_age_for_every_billed_status(freshness: Freshness) ->
     expected[None] = freshness.max_age
     assert dict(ages) == expected
     assert freshness.max_age_for(Status.UNKNOWN) is None  # fresh_sql never keeps unknown
+
+
+def test_max_age_sql_keeps_fractions_of_a_second() -> None:
+    """A max age of 10.7 s is 10.7 s in SQL too (it was cut to whole seconds)."""
+    sql = max_age_sql("status_code", Freshness(max_age=timedelta(seconds=10.7)))
+    with duckdb.connect() as conn:
+        (age,) = conn.execute(f"SELECT {sql.replace('status_code', '1')}").fetchone() or (None,)
+    assert age == timedelta(seconds=10.7)

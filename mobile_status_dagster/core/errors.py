@@ -16,6 +16,7 @@ into its exit status.
     ├── StoreError                    DuckDB failed (category store); paid answers are kept
     │   ├── DatabaseOpenError         the file cannot be opened
     │   ├── StoreWriteError           a write was refused mid-run; answers are in the journal
+    │   ├── UntrustedFileError        a journal path another user could have planted
     │   ├── UnfoldableSegmentError    a journal segment cannot be folded nor quarantined
     │   └── SchemaVersionError        the tables were written by a newer version
     ├── EnrichmentStopped             a run could not publish every partition
@@ -117,6 +118,10 @@ class UnfoldableSegmentError(StoreError):
     run goes on; this stops the run instead, when that move fails. The message names the
     segment; the file is kept where it is.
     """
+
+
+class UntrustedFileError(StoreError):
+    """A journal directory or file may hold data planted by another user; names it and the fix."""
 
 
 class SchemaVersionError(StoreError):

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from mobile_status_dagster.core.errors import DatabaseOpenError
+from mobile_status_dagster.core.errors import UntrustedFileError
 
 FILE_MODE = 0o600
 """Mode of every file the library creates that holds numbers (owner read/write only).
@@ -91,7 +91,7 @@ def private_directory(path: Path) -> Path:
     with the process's umask (they are not the library's).
 
     Raises:
-        DatabaseOpenError: ``path`` is not a directory, is owned by another user, or is
+        UntrustedFileError: ``path`` is not a directory, is owned by another user, or is
             writable by group or others; the message names it and says what to do.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ def private_directory(path: Path) -> Path:
     info = os.stat(path)
     problem = directory_problem(info)
     if problem is not None:
-        raise DatabaseOpenError(f"refusing the journal directory {path}: {problem}")
+        raise UntrustedFileError(f"refusing the journal directory {path}: {problem}")
     if stat.S_IMODE(info.st_mode) & ~DIR_MODE:
         os.chmod(path, DIR_MODE)
     return path

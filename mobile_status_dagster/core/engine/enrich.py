@@ -55,6 +55,7 @@ from mobile_status_dagster.core.errors import (
     MobileStatusError,
     StoreWriteError,
     UnfoldableSegmentError,
+    UntrustedFileError,
 )
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.numbers import mask
@@ -411,9 +412,10 @@ async def enrich(
     Returns the report; a run that could not publish every partition has
     ``report.ok == False`` and says why in ``report.stop_message()``.
     """
-    spool = journal_dir / f"{job.run_id}-{os.getpid()}.plan.parquet"
+    spool = journal_dir / f"{job.run_id}-{os.getpid()}{SPOOL_SUFFIX}"
     async with provider_turn(journal_dir):
         now = clock()
+        _remove_dead_spools(journal_dir)
         quarantined: list[QuarantinedSegment] = []
         await asyncio.to_thread(
             recover_journal, connect, journal_dir, job.tables, on_quarantine=quarantined.append
@@ -524,7 +526,7 @@ async def _check_all(
             return
         try:
             await asyncio.to_thread(_fold_and_discard, connect, segment, job.tables)
-        except (duckdb.Error, DatabaseOpenError) as error:
+        except (duckdb.Error, DatabaseOpenError, UntrustedFileError) as error:
             segment.release()
             stopping.store_failed(
                 f"could not write answers to DuckDB ({type(error).__name__}: {error}); "
@@ -576,6 +578,24 @@ async def _check_all(
         report.stopped_by = stopping.cause
     if stopping.store_error is not None:
         raise StoreWriteError(stopping.store_error)
+
+
+SPOOL_SUFFIX = ".plan.parquet"
+
+
+def _remove_dead_spools(journal_dir: Path) -> None:
+    """Delete plan spools (numbers, with their set ids) left by runs that were killed.
+
+    A spool lives only while its run holds the provider turn, which the caller now
+    holds: any spool (or its temporary file) still here belongs to a dead run.
+    """
+    for path in journal_dir.iterdir():
+        name = path.name
+        is_spool = name.endswith(SPOOL_SUFFIX) or (
+            name.startswith(".") and SPOOL_SUFFIX in name and name.endswith(".tmp")
+        )
+        if is_spool and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
 
 
 def _fold_and_discard(connect: Connect, segment: Segment, tables: Tables) -> None:

@@ -127,7 +127,7 @@ class Journal:
     """The answer journal of one run: segments named :data:`SEGMENT_NAME` in ``directory``.
 
     Raises:
-        DatabaseOpenError: ``directory`` is not the user's own, or others may write it.
+        UntrustedFileError: ``directory`` is not the user's own, or others may write it.
         ConfigurationError: ``run_id`` cannot be part of a segment name, or the segment
             path cannot be read back literally by DuckDB (before anything is paid).
     """
@@ -150,7 +150,7 @@ class Journal:
         path = self.directory / segment_name(self._run_id, self._pid, self._sequence)
         segment = _create_locked(path)
         header = {"run": self._run_id, "price": self._price, "cur": self._currency}
-        os.write(segment.fd, (json.dumps(header) + "\n").encode())
+        os.write(segment.fd, (json.dumps(header) + "\n").encode("utf-8", "replace"))
         return segment
 
     def write(self, result: CheckResult, set_id: str, reason: str) -> None:
@@ -171,7 +171,8 @@ class Journal:
         self._write_lines(lines)
 
     def _write_lines(self, lines: list[str]) -> None:
-        os.write(self.current.fd, ("\n".join(lines) + "\n").encode())
+        # "replace": a lone surrogate (in a set id, say) must not lose a paid answer.
+        os.write(self.current.fd, ("\n".join(lines) + "\n").encode("utf-8", "replace"))
 
     def rotate(self) -> Segment:
         """Start a new segment; return the previous one, still locked, for folding."""
@@ -217,7 +218,7 @@ def leftover_segments(directory: Path) -> Iterator[Segment]:
     a warning.
 
     Raises:
-        DatabaseOpenError: ``directory`` is not the user's own, or others may write it.
+        UntrustedFileError: ``directory`` is not the user's own, or others may write it.
     """
     if not directory.exists():
         return

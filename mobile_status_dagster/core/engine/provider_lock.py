@@ -34,7 +34,7 @@ async def provider_turn(journal_dir: Path) -> AsyncIterator[None]:
     """Wait until no other process is calling the provider for this database.
 
     Raises:
-        DatabaseOpenError: the journal directory is another user's, or others may
+        UntrustedFileError: the journal directory is another user's, or others may
             write it (the message names it and says what to do).
     """
     private_directory(journal_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +45,22 @@ class RunPlan:
     to_send: int
 
 
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def max_age_sql(status_code_sql: str, freshness: Freshness) -> str:
     """SQL for the max age, as an INTERVAL, of an answer with status ``status_code_sql``.
 
-    The ages are whole seconds from ``freshness``, written as integer literals.
+    The ages are whole microseconds from ``freshness``, written as integer literals, so
+    the SQL and :meth:`Freshness.max_age_for` agree to the microsecond.
     """
-    default = int(freshness.max_age.total_seconds())
+    default = freshness.max_age // _MICROSECOND
     whens = " ".join(
-        f"WHEN {status.value} THEN {int(age.total_seconds())}"
+        f"WHEN {status.value} THEN {age // _MICROSECOND}"
         for status, age in freshness.by_status.items()
     )
-    seconds = f"(CASE {status_code_sql} {whens} ELSE {default} END)" if whens else str(default)
-    return f"to_seconds({seconds})"
+    micros = f"(CASE {status_code_sql} {whens} ELSE {default} END)" if whens else str(default)
+    return f"to_microseconds({micros})"
 
 
 def fresh_sql(alias: str, freshness: Freshness) -> str:

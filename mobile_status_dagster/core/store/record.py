@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from mobile_status_dagster.core.errors import ConfigurationError, DatabaseOpenError
+from mobile_status_dagster.core.errors import ConfigurationError, UntrustedFileError
 from mobile_status_dagster.core.files import file_problem, literal_path
 from mobile_status_dagster.core.store.connection import transaction
 from mobile_status_dagster.core.store.schema import MONEY, Tables, status_label_sql
@@ -68,7 +68,7 @@ def fold_segment(conn: duckdb.DuckDBPyConnection, path: Path, *, tables: Tables)
     """Fold one journal segment into the audit and the cache of ``tables``, exactly once.
 
     Raises:
-        DatabaseOpenError: ``path`` is missing, or is not a regular file of the current
+        UntrustedFileError: ``path`` is missing, or is not a regular file of the current
             user that only the user may write (a symlink, a file of another owner): it
             is not folded.
     """
@@ -77,7 +77,7 @@ def fold_segment(conn: duckdb.DuckDBPyConnection, path: Path, *, tables: Tables)
     except OSError as error:
         problem = f"it cannot be read ({error.strerror})"
     if problem is not None:
-        raise DatabaseOpenError(f"refusing to fold journal segment {path}: {problem}")
+        raise UntrustedFileError(f"refusing to fold journal segment {path}: {problem}")
     name = path.name
     if conn.execute(f"SELECT 1 FROM {tables.segments} WHERE segment = ?", [name]).fetchone():
         return FoldResult(0, 0, already_folded=True)
