@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast, get_args
 
 import dagster as dg
+
 # dg.materialize takes one partition key; a range is these tags, which have no public name.
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import dagster as dg
+
 # No public import path (dagster-dlt uses the same class, from the same module).
 from dagster._core.definitions.metadata.metadata_set import NamespacedMetadataSet
 
