@@ -221,7 +221,7 @@ def skip_path(quick: bool) -> list[Figure]:
             log_level="WARNING",
         )
         run_s = time.perf_counter() - started
-        calls = httpx.get(url + "/_sim/stats").json()["requests"]
+        calls = httpx.get(url + "/_sim/stats", headers=url.admin_headers).json()["requests"]
     assert run.success, run.message
     startup_s = _dagster_startup_s()
     label = f"{data.set_size:,} numbers vs a {data.cache_size:,}-row cache"
@@ -365,12 +365,17 @@ def crash_cost(quick: bool) -> list[Figure]:
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        while httpx.get(url + "/_sim/stats").json()["requests"] < count // 3:
+        while (
+            httpx.get(url + "/_sim/stats", headers=url.admin_headers).json()["requests"]
+            < count // 3
+        ):
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
         process.wait()
         subprocess.run(command, env=env, check=True, capture_output=True)
-        entries: list[dict[str, Any]] = httpx.get(url + "/_sim/ledger", params={"billed": 1}).json()
+        entries: list[dict[str, Any]] = httpx.get(
+            url + "/_sim/ledger", params={"billed": 1}, headers=url.admin_headers
+        ).json()
     counts = collections.Counter(e["mobile"] for e in entries)
     twice = sum(1 for n in counts.values() if n > 1)
     return [

@@ -8,12 +8,34 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from mobile_status_dagster.simulator import ADMIN_HEADER
+
 LISTENING = re.compile(r"simulator listening on (http://\S+)")
+ADMIN_TOKEN = re.compile(r"simulator admin token: (\S+)")
+
+
+class SimulatorURL(str):
+    """The simulator's base URL (a plain ``str`` for every existing use), carrying the
+    admin token its ``/_sim/...`` endpoints need: ``httpx.get(url + "/_sim/stats",
+    headers=url.admin_headers)``."""
+
+    admin_token: str
+
+    def __new__(cls, url: str, admin_token: str) -> SimulatorURL:
+        self = super().__new__(cls, url)
+        self.admin_token = admin_token
+        return self
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """``{"X-Sim-Admin": admin_token}``."""
+        return {ADMIN_HEADER: self.admin_token}
 
 
 @contextmanager
-def simulator_process(*options: str) -> Iterator[str]:
-    """Start ``mobile-status simulator --port 0 OPTIONS``; yield its base URL."""
+def simulator_process(*options: str) -> Iterator[SimulatorURL]:
+    """Start ``mobile-status simulator --port 0 OPTIONS``; yield its base URL (with the
+    admin token it printed, see :class:`SimulatorURL`)."""
     command: Sequence[str] = [
         sys.executable,
         "-m",
@@ -27,9 +49,11 @@ def simulator_process(*options: str) -> Iterator[str]:
         assert process.stdout is not None
         line = process.stdout.readline()
         match = LISTENING.search(line)
-        if match is None:
-            raise RuntimeError(f"simulator did not start: {line!r}")
-        yield match.group(1)
+        token_line = process.stdout.readline() if match is not None else ""
+        token = ADMIN_TOKEN.search(token_line)
+        if match is None or token is None:
+            raise RuntimeError(f"simulator did not start: {line + token_line!r}")
+        yield SimulatorURL(match.group(1), token.group(1))
     finally:
         process.terminate()
         process.wait(timeout=10)

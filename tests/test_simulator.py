@@ -37,6 +37,7 @@ from tests.support import numbers_with_status
 
 ORDER_NUMBER = re.compile(r"[0-9A-F]{32}")
 LISTENING = re.compile(r"simulator listening on (http://127\.0\.0\.1:(\d+))")
+ADMIN_TOKEN = re.compile(r"simulator admin token: (\S+) \(send it as the X-Sim-Admin header .*\)")
 
 
 def numbers(count: int, seed: int = 7) -> list[str]:
@@ -84,7 +85,13 @@ def client(simulator: SimulatorServer) -> Iterator[httpx.Client]:
 
 
 def admin(sim: SimulatorServer, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(method, sim.base_url + path, timeout=10, trust_env=False, **kwargs)
+    """An admin request as the tooling sends it: the admin token, and POSTs as JSON."""
+    headers = sim.admin_headers | kwargs.pop("headers", {})
+    if method == "POST":
+        headers.setdefault("Content-Type", "application/json")
+    return httpx.request(
+        method, sim.base_url + path, headers=headers, timeout=10, trust_env=False, **kwargs
+    )
 
 
 # -- answers -------------------------------------------------------------------------
@@ -481,9 +488,11 @@ def test_ledger_in_memory_file_and_endpoint_agree(tmp_path: Path) -> None:
         ask(c, "13912345678", "WRONG")
         ask(c, "not-a-number")
         in_memory = [e.to_dict() for e in server.provider.ledger()]
-        from_endpoint = c.get("/_sim/ledger").json()
-        billed_endpoint = c.get("/_sim/ledger", params={"billed": "1"}).json()
-        stats = c.get("/_sim/stats").json()
+        from_endpoint = c.get("/_sim/ledger", headers=server.admin_headers).json()
+        billed_endpoint = c.get(
+            "/_sim/ledger", params={"billed": "1"}, headers=server.admin_headers
+        ).json()
+        stats = c.get("/_sim/stats", headers=server.admin_headers).json()
         from_file = [json.loads(line) for line in ledger_file.read_text("utf-8").splitlines()]
     assert len(in_memory) == 62
     assert in_memory == from_endpoint == from_file
@@ -503,7 +512,8 @@ def test_admin_endpoints_change_config_and_never_reveal_the_token(
     simulator: SimulatorServer, client: httpx.Client
 ) -> None:
     new_token = "NEWTOKEN" + "7" * 24
-    response = admin(simulator, "POST", "/_sim/config", json={"token": new_token, "seed": 5})
+    simulator.provider.update_config(token=new_token)  # in Python only: never over HTTP
+    response = admin(simulator, "POST", "/_sim/config", json={"seed": 5})
     assert response.status_code == 200
     assert response.json()["seed"] == 5
     assert code_of(ask(client, "13912345678")) == 4001  # the old token is revoked
@@ -523,6 +533,7 @@ def test_admin_endpoints_change_config_and_never_reveal_the_token(
         {"internal_error_rate": 0.6, "odd_code_rate": 0.6},
         {"error_http_status": 500},
         {"token": ""},
+        {"token": "OTHER" + "0" * 27},
         {"balance": -1},
         {"ledger_path": "/tmp/elsewhere.jsonl"},
         ["not", "an", "object"],
@@ -620,7 +631,7 @@ def _parser() -> argparse.ArgumentParser:
 def test_arguments_map_to_config() -> None:
     args = _parser().parse_args([])
     assert (args.host, args.port) == ("127.0.0.1", 8138)
-    assert config_from_args(args) == SimulatorConfig()
+    assert config_from_args(args, {}) == SimulatorConfig()
     args = _parser().parse_args(
         [
             "--port=0",
@@ -646,7 +657,7 @@ def test_arguments_map_to_config() -> None:
             "--odd-code-rate=0.1",
         ]
     )
-    assert config_from_args(args) == SimulatorConfig(
+    assert config_from_args(args, {}) == SimulatorConfig(
         token="T" + "0" * 31,
         latency_ms=0,
         jitter_ms=5,
@@ -682,8 +693,8 @@ def test_is_loopback() -> None:
 
 @contextlib.contextmanager
 def _simulator_cli(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``python -m mobile_status_dagster.simulator --port=0 ARGS`` and the first line it
-    printed; killed on exit if it is still running."""
+    """``python -m mobile_status_dagster.simulator --port=0 ARGS`` and the two lines it
+    printed (listening, admin token); killed on exit if it is still running."""
     process = subprocess.Popen(
         [sys.executable, "-m", "mobile_status_dagster.simulator", "--port=0", *args],
         stdout=subprocess.PIPE,
@@ -692,7 +703,8 @@ def _simulator_cli(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     )
     try:
         assert process.stdout is not None
-        yield process, process.stdout.readline()
+        first = process.stdout.readline()
+        yield process, first + (process.stdout.readline() if first else "")
     finally:
         if process.poll() is None:
             process.kill()
@@ -703,25 +715,31 @@ def test_cli_prints_the_listening_line_serves_and_stops_on_signal(tmp_path: Path
     token = "CLI" + "9" * 29
     ledger_file = tmp_path / "cli-ledger.jsonl"
     cli = _simulator_cli("--latency-ms=0", f"--token={token}", f"--ledger={ledger_file}")
-    with cli as (process, line):
-        match = LISTENING.fullmatch(line.rstrip("\n"))
-        assert match, line
+    with cli as (process, lines):
+        listening, admin_line = lines.splitlines()
+        match = LISTENING.fullmatch(listening)
+        assert match, lines
         assert int(match.group(2)) > 0
+        admin_token = ADMIN_TOKEN.fullmatch(admin_line)
+        assert admin_token, lines
         with httpx.Client(base_url=match.group(1), trust_env=False, timeout=10) as c:
             assert code_of(ask(c, "13912345678", token)) == 2000
             assert code_of(ask(c, "13912345678")) == 4001
+            assert c.get("/_sim/stats").status_code == 401
+            stats = c.get("/_sim/stats", headers={"X-Sim-Admin": admin_token.group(1)})
+            assert stats.json()["requests"] == 2
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=15)
     assert process.returncode == 0
-    assert out == ""  # exactly one line, already read
-    assert token not in line + out + err
+    assert out == ""  # exactly two lines, already read
+    assert token not in lines + out + err
     entries = [json.loads(x) for x in ledger_file.read_text("utf-8").splitlines()]
     assert [e["code"] for e in entries] == [2000, 4001]
 
 
 def test_cli_warns_when_binding_beyond_loopback() -> None:
-    with _simulator_cli("--host=0.0.0.0", "--latency-ms=0") as (process, line):
-        assert line.startswith("simulator listening on http://0.0.0.0:")
+    with _simulator_cli("--host=0.0.0.0", "--latency-ms=0") as (process, lines):
+        assert lines.startswith("simulator listening on http://0.0.0.0:")
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=15)
     assert process.returncode == 0

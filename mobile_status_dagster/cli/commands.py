@@ -29,6 +29,31 @@ from mobile_status_dagster.integration.environment import DeploymentSettings
 STATUS_COLUMNS = (*(s.label for s in Status), "invalid")
 
 
+def printable(value: object) -> str:
+    r"""``value`` as text that is safe to print on a terminal.
+
+    Every character that is not printable is replaced by its backslash escape: C0 and C1
+    controls (the ESC of an ANSI sequence, CR, LF, TAB, NUL, DEL, ...) become ``\x1b``,
+    ``\r``, ``\n``, ``\t``, ``\x00``, ``\x7f``; Unicode format characters (bidi
+    overrides such as U+202E), line and paragraph separators, unassigned code points and
+    non-ASCII spaces become ``\u202e`` and the like. Everything the commands print from
+    data (set ids, operators, statuses, currencies, run messages, file names) goes
+    through here.
+
+    Example::
+
+        assert printable("\x1b[31mCM\r\n") == r"\x1b[31mCM\r\n"
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escaped(ch) for ch in text)
+
+
+def _escaped(ch: str) -> str:
+    return ch.encode("unicode_escape").decode("ascii")
+
+
 @dataclass(frozen=True)
 class EnrichOutcome:
     """The runs an ``enrich`` command started, over which sets."""
@@ -45,7 +70,9 @@ class EnrichOutcome:
 def require_database(db: str) -> None:
     """Refuse to create an empty database where the user expects data."""
     if db != ":memory:" and not Path(db).is_file():
-        raise UnknownSetError(f"database {db} does not exist; load a file first (or set --db)")
+        raise UnknownSetError(
+            f"database {printable(db)} does not exist; load a file first (or set --db)"
+        )
 
 
 def resolve_sets(db: str, set_ids: Sequence[str] | None, *, all_sets: bool) -> list[str]:
@@ -57,12 +84,13 @@ def resolve_sets(db: str, set_ids: Sequence[str] | None, *, all_sets: bool) -> l
     known = set(present)
     unknown = [s for s in wanted if s not in known]
     if unknown:
-        listed = ", ".join(present[:10]) or "none; load a file first"
+        listed = ", ".join(map(printable, present[:10])) or "none; load a file first"
         raise UnknownSetError(
-            f"unknown set id(s) {', '.join(map(repr, unknown))} in {db} (known: {listed})"
+            f"unknown set id(s) {', '.join(printable(repr(s)) for s in unknown)} "
+            f"in {printable(db)} (known: {listed})"
         )
     if not wanted:
-        raise UnknownSetError(f"no sets in {db}; load a file first")
+        raise UnknownSetError(f"no sets in {printable(db)}; load a file first")
     return wanted
 
 
@@ -113,10 +141,10 @@ def print_plan(estimate: CostEstimate) -> None:
     print("   " + f"{header[0]:<16}" + "".join(f"{h:>12}" for h in header[1:]))
     for s in estimate.plan.sets:
         cells = (s.rows, s.invalid, s.distinct_valid, s.fresh, s.to_send)
-        print("   " + f"{s.set_id:<16}" + "".join(f"{c:>12}" for c in cells))
+        print("   " + f"{printable(s.set_id):<16}" + "".join(f"{c:>12}" for c in cells))
     print(
         f"   to send (de-duplicated across sets): {estimate.plan.to_send}; estimated cost at most "
-        f"{money(estimate.estimated_cost)} {estimate.currency} "
+        f"{money(estimate.estimated_cost)} {printable(estimate.currency)} "
         f"({estimate.unit_price} per billed call; unknown answers are free)"
     )
 
@@ -132,7 +160,8 @@ def print_summary(db: str, outcome: EnrichOutcome) -> None:
     for c in charges or [Charges(0, 0, 0, Decimal(0), "")]:
         print(
             f"   provider calls: {c.calls}, billed: {c.billed}, "
-            f"possibly billed: {c.possibly_billed}, cost: {money(c.cost)} {c.currency}".rstrip()
+            f"possibly billed: {c.possibly_billed}, cost: {money(c.cost)} "
+            f"{printable(c.currency)}".rstrip()
         )
 
 
@@ -142,7 +171,7 @@ def print_report(db: str, set_ids: Sequence[str] | None) -> None:
     with file_connect(db)() as conn:
         wanted = list(set_ids) if set_ids else published_set_ids(conn, tables=DEFAULT_TABLES)
         if not wanted:
-            raise UnknownSetError(f"nothing published in {db} yet; enrich a set first")
+            raise UnknownSetError(f"nothing published in {printable(db)} yet; enrich a set first")
         counts = status_counts(conn, wanted, tables=DEFAULT_TABLES)
         charges = charges_by_set(conn, wanted, tables=DEFAULT_TABLES)
     print("status by set:")
@@ -151,8 +180,8 @@ def print_report(db: str, set_ids: Sequence[str] | None) -> None:
     print(f"   {'set':<16}{'calls':>10}{'billed':>10}{'possibly':>10}{'cost':>16}")
     for set_id, c in charges:
         print(
-            f"   {set_id:<16}{c.calls:>10}{c.billed:>10}{c.possibly_billed:>10}"
-            f"{f'{money(c.cost)} {c.currency}':>16}"
+            f"   {printable(set_id):<16}{c.calls:>10}{c.billed:>10}{c.possibly_billed:>10}"
+            f"{f'{money(c.cost)} {printable(c.currency)}':>16}"
         )
 
 
@@ -173,6 +202,8 @@ def money(amount: Decimal) -> str:
 
 
 def _print_statuses(set_ids: Sequence[str], counts: Sequence[StatusCount]) -> None:
+    """Rows by set × status (the known status columns) and by serving operator; every
+    value from the database goes through :func:`printable`."""
     by_set: dict[str, collections.Counter[str]] = {s: collections.Counter() for s in set_ids}
     operators: collections.Counter[str] = collections.Counter()
     for c in counts:
@@ -181,8 +212,16 @@ def _print_statuses(set_ids: Sequence[str], counts: Sequence[StatusCount]) -> No
             operators[c.operator] += c.rows
     print("   " + f"{'set':<16}" + "".join(f"{s:>12}" for s in STATUS_COLUMNS))
     for set_id, per_status in by_set.items():
+        shown = printable(set_id)
         if not per_status:
-            print("   " + f"{set_id:<16}" + "  (not published)")
+            print("   " + f"{shown:<16}" + "  (not published)")
             continue
-        print("   " + f"{set_id:<16}" + "".join(f"{per_status[s]:>12}" for s in STATUS_COLUMNS))
-    print("   serving operator: " + ", ".join(f"{op} {n}" for op, n in sorted(operators.items())))
+        print("   " + f"{shown:<16}" + "".join(f"{per_status[s]:>12}" for s in STATUS_COLUMNS))
+        other = sorted(set(per_status) - set(STATUS_COLUMNS))
+        if other:  # a status this version does not know: shown, never dropped silently
+            shown_other = ", ".join(f"{printable(s)} {per_status[s]}" for s in other)
+            print(f"   {'':<16}  other statuses: {shown_other}")
+    print(
+        "   serving operator: "
+        + ", ".join(f"{printable(op)} {n}" for op, n in sorted(operators.items()))
+    )

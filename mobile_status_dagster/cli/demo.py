@@ -24,7 +24,9 @@ from mobile_status_dagster.cli.commands import (
     plan_sets,
     print_plan,
     print_report,
+    printable,
 )
+from mobile_status_dagster.core.engine.enrich import journal_dir_for
 from mobile_status_dagster.core.errors import DemoDirectoryError
 from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.core.store.connection import file_connect
@@ -33,6 +35,9 @@ from mobile_status_dagster.integration import environment as settings
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
 
 DEMO_PRICE = "0.05"
+DB_NAME = "mobile_status.duckdb"
+DAGSTER_HOME_NAME = "dagster_home"
+EXPORT_NAMES = ("leads-online.csv", "leads-online.parquet")
 _PREFIXES = ("139", "138", "186", "189", "133", "150", "177", "198", "166", "192", "170")
 _INVALID = ("010-12345678", "12345", "abc", "", "1391234567", "139123456789", "+1 415 555 0100")
 
@@ -69,15 +74,23 @@ def sample_sets(seed: int = 138) -> dict[str, list[str]]:
 
 
 def run_demo(directory: Path) -> int:
-    """Run the demo in ``directory`` (recreated); returns the exit code."""
+    """Run the demo in ``directory``; returns the exit code.
+
+    The directory must be new, empty, or one the demo wrote before (it holds the
+    :data:`MARKER` file). A rerun deletes exactly the demo's own outputs
+    (:func:`demo_outputs`) and leaves every other file in the directory alone.
+    """
     _prepare(directory)
-    db = directory / "mobile_status.duckdb"
-    dagster_home = (directory / "dagster_home").resolve()
+    db = directory / DB_NAME
+    dagster_home = (directory / DAGSTER_HOME_NAME).resolve()
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     os.environ.setdefault("DAGSTER_HOME", str(dagster_home))
 
-    print(f"1. seeding {db} with three overlapping sets (messy and invalid entries included)")
+    print(
+        f"1. seeding {printable(db)} with three overlapping sets "
+        "(messy and invalid entries included)"
+    )
     for name, numbers in sample_sets().items():
         path = directory / f"{name}.csv"
         with path.open("w", newline="", encoding="utf-8") as handle:
@@ -87,7 +100,10 @@ def run_demo(directory: Path) -> int:
         with file_connect(str(db))() as conn:
             result = load_file(conn, path, set_id=name)
         rejected = sum(result.rejected.values())
-        print(f"   {name:<16} {result.rows:>5} rows, {result.valid} valid, {rejected} rejected")
+        print(
+            f"   {printable(name):<16} {result.rows:>5} rows, {result.valid} valid, "
+            f"{rejected} rejected"
+        )
 
     deployment = settings.DeploymentSettings(db=str(db), unit_price=DEMO_PRICE)
     print("2. plan: what enriching every set would send and cost (no provider call)")
@@ -110,12 +126,12 @@ def run_demo(directory: Path) -> int:
     print("6. report: the sorting summary and the charges")
     print_report(str(db), None)
     print("7. export: the usable (online) numbers of one set, as CSV and Parquet")
-    for out in (directory / "leads-online.csv", directory / "leads-online.parquet"):
+    for out in (directory / name for name in EXPORT_NAMES):
         written = export(str(db), "leads-2026-10", [Status.ONLINE], out)
-        print(f"   wrote {written} numbers to {out}")
+        print(f"   wrote {written} numbers to {printable(out)}")
     print(
         "8. open the Dagster UI on the same data, with a simulator to materialize against:\n"
-        f"   {ui_command(directory)}\n"
+        f"   {printable(ui_command(directory))}\n"
         "   (it starts the simulator on a free loopback port, sets MOBILE_STATUS_BASE_URL,\n"
         "   MOBILE_STATUS_TOKEN, MOBILE_STATUS_UNIT_PRICE, MOBILE_STATUS_DB and DAGSTER_HOME,\n"
         "   and runs `dg dev`; Ctrl-C stops both)"
@@ -141,12 +157,13 @@ def run_ui(directory: Path, *, port: int = 3000) -> int:
     URL and token, the demo's price, the DuckDB file and the Dagster home. Returns the
     webserver's exit code.
     """
-    db = directory / "mobile_status.duckdb"
+    db = directory / DB_NAME
     if not db.is_file():
         raise DemoDirectoryError(
-            f"{db} does not exist; run `make demo` (or `mobile-status demo --dir {directory}`)"
+            f"{printable(db)} does not exist; run `make demo` "
+            f"(or `mobile-status demo --dir {printable(directory)}`)"
         )
-    dagster_home = (directory / "dagster_home").resolve()
+    dagster_home = (directory / DAGSTER_HOME_NAME).resolve()
     dagster_home.mkdir(exist_ok=True)
     with SimulatorServer(SimulatorConfig(latency_ms=50, jitter_ms=10, seed=7)) as simulator:
         env = os.environ | {
@@ -188,28 +205,88 @@ def dev_server_command(port: int) -> tuple[list[str], Path | None]:
 
 
 MARKER = ".mobile-status-demo"
+"""The file that says a directory holds the demo's output, and lists what the demo wrote."""
+
+_MARKER_HEADER = (
+    "# written by `mobile-status demo`. A rerun deletes exactly the entries listed below\n"
+    "# (files, or folders the demo made) and nothing else in this directory.\n"
+)
+
+
+def demo_outputs() -> tuple[str, ...]:
+    """The names, in the demo's directory, of everything the demo (and ``mobile-status ui``
+    on its data) writes: the DuckDB file, its WAL and temporary folder, the answer
+    journal, the sample CSVs, the exports and the Dagster home."""
+    return (
+        DB_NAME,
+        f"{DB_NAME}.wal",
+        f"{DB_NAME}.tmp",  # DuckDB's spill folder, when a query needs one
+        journal_dir_for(DB_NAME).name,
+        *(f"{name}.csv" for name in sample_sets()),
+        *EXPORT_NAMES,
+        DAGSTER_HOME_NAME,
+    )
+
+
+def _listed(marker: Path, known: tuple[str, ...]) -> tuple[str, ...]:
+    """The known outputs the marker lists; all of them for a marker written before
+    markers listed anything. A name the demo does not write (or a path) is never taken."""
+    lines = marker.read_text(encoding="utf-8", errors="replace").splitlines()
+    names = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    listed = tuple(name for name in known if name in names)
+    legacy = not any(line.startswith("#") for line in lines)
+    return known if legacy and not listed else listed
+
+
+def _remove(path: Path) -> bool:
+    """Delete ``path`` (a symlink itself, never its target); whether anything was there."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        return True
+    if path.is_dir():
+        shutil.rmtree(path)
+        return True
+    return False
 
 
 def _prepare(directory: Path) -> None:
-    """Start from an empty directory; only ever delete one this demo made before."""
+    """Make ``directory`` ready for a run: new, empty, or written by the demo before.
+
+    In a directory the demo wrote before, only the outputs the marker lists are deleted;
+    any other file stays, and the demo says which. A non-empty directory without the
+    marker is refused (nothing is deleted).
+    """
+    if directory.exists() and not directory.is_dir():
+        raise DemoDirectoryError(f"{printable(directory)} is not a directory; pass --dir")
+    marker = directory / MARKER
     if directory.exists() and any(directory.iterdir()):
-        if not (directory / MARKER).is_file():
+        if marker.is_symlink() or not marker.is_file():
             raise DemoDirectoryError(
-                f"{directory} is not empty and was not written by the demo; "
+                f"{printable(directory)} is not empty and was not written by the demo; "
                 "pass --dir with a new or empty directory"
             )
-        shutil.rmtree(directory)
+        removed = [name for name in _listed(marker, demo_outputs()) if _remove(directory / name)]
+        kept = sorted(p.name for p in directory.iterdir() if p.name != MARKER)
+        print(
+            f"removed the previous demo's output from {printable(directory)} "
+            f"({', '.join(removed) or 'nothing left'})"
+        )
+        if kept:
+            print(
+                f"   kept {len(kept)} file(s) the demo did not write: "
+                + ", ".join(printable(name) for name in kept)
+            )
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / MARKER).write_text("written by `mobile-status demo`; safe to delete\n")
+    marker.write_text(_MARKER_HEADER + "".join(f"{n}\n" for n in demo_outputs()), "utf-8")
 
 
 def _print_run(outcome: EnrichOutcome) -> None:
     for run in outcome.runs:
         usage = run.usage
         print(
-            f"   run {run.run_id[:8]}: "
-            f"{'succeeded' if run.success else 'FAILED: ' + str(run.message)}; "
+            f"   run {printable(run.run_id[:8])}: "
+            f"{'succeeded' if run.success else 'FAILED: ' + printable(run.message)}; "
             f"sent {usage.run_sent_to_provider or 0} numbers to the provider, "
             f"billed {usage.run_billed or 0} ({money(Decimal(str(usage.run_cost or 0)))} "
-            f"{usage.currency or ''}), {usage.calls_per_second or 0} calls/s"
+            f"{printable(usage.currency or '')}), {usage.calls_per_second or 0} calls/s"
         )

@@ -6,12 +6,19 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from mobile_status_dagster.simulator.config import SimulatorConfig
+from mobile_status_dagster.simulator.app import ADMIN_HEADER, new_admin_token
+from mobile_status_dagster.simulator.config import (
+    DEMO_TOKEN,
+    MAX_DELAY_MS,
+    TOKEN_ENV,
+    SimulatorConfig,
+)
 from mobile_status_dagster.simulator.provider import SimulatedProvider
 from mobile_status_dagster.simulator.server import bind_socket, serve, url_for
 
@@ -41,6 +48,16 @@ def _rate(text: str) -> float:
     return value
 
 
+def _delay_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= MAX_DELAY_MS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_DELAY_MS} ms: {text}")
+    return value
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -63,20 +80,23 @@ def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (default: %(default)s)")
     add(
         "--token",
-        default=_DEFAULTS.token,
-        help="account token clients must send (default: the built-in demo token)",
+        default=None,
+        help=(
+            f"account token clients must send (default: ${TOKEN_ENV}, else the built-in "
+            "demo token); prefer the variable: a command line is visible in ps"
+        ),
     )
     add(
         "--latency-ms",
-        type=_non_negative,
+        type=_delay_ms,
         default=_DEFAULTS.latency_ms,
-        help="delay before every answer (default: %(default)s)",
+        help=f"delay before every answer, 0..{MAX_DELAY_MS} (default: %(default)s)",
     )
     add(
         "--jitter-ms",
-        type=_non_negative,
+        type=_delay_ms,
         default=_DEFAULTS.jitter_ms,
-        help="latency varies by up to this either way (default: %(default)s)",
+        help=f"latency varies by up to this either way, 0..{MAX_DELAY_MS} (default: %(default)s)",
     )
     add("--seed", type=int, default=_DEFAULTS.seed, help="truth and fault draws (%(default)s)")
     add("--qps-limit", type=int, default=None, metavar="N", help="answer 4029 above N req/s")
@@ -109,9 +129,9 @@ def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
         add(flag, type=_rate, default=0.0, metavar="RATE", help=text)
     add(
         "--slow-ms",
-        type=_non_negative,
+        type=_delay_ms,
         default=_DEFAULTS.slow_ms,
-        help="extra delay of a slow answer (default: %(default)s)",
+        help=f"extra delay of a slow answer, 0..{MAX_DELAY_MS} (default: %(default)s)",
     )
     add(
         "--ledger-max-entries",
@@ -122,10 +142,22 @@ def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
-    """The :class:`SimulatorConfig` described by parsed simulator options."""
+def token_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> str:
+    """The account token: ``--token``, else ``$MOBILE_STATUS_SIMULATOR_TOKEN`` (stripped;
+    empty is unset), else the demo token."""
+    if args.token is not None:
+        return str(args.token)
+    env = os.environ if environ is None else environ
+    return env.get(TOKEN_ENV, "").strip() or DEMO_TOKEN
+
+
+def config_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> SimulatorConfig:
+    """The :class:`SimulatorConfig` described by parsed simulator options (and, for the
+    token, the environment: see :func:`token_from`)."""
     return SimulatorConfig(
-        token=args.token,
+        token=token_from(args, environ),
         latency_ms=args.latency_ms,
         jitter_ms=args.jitter_ms,
         seed=args.seed,
@@ -159,18 +191,25 @@ def is_loopback(host: str) -> bool:
 def run_simulator(args: argparse.Namespace) -> int:
     """Serve the simulator until SIGINT or SIGTERM; the process exit code.
 
-    Prints one line, ``simulator listening on http://HOST:PORT`` (the real port
-    when ``--port 0``), once it accepts connections. Never prints the token.
+    Prints two lines once it accepts connections: ``simulator listening on
+    http://HOST:PORT`` (the real port when ``--port 0``), then ``simulator admin token:
+    TOKEN (...)``, the random per-start token the admin endpoints (``/_sim/...``) need
+    in the ``X-Sim-Admin`` header. Never prints the account token.
     """
     try:
         config = config_from_args(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.token is not None:
+        print(
+            f"warning: --token is visible to every local user (ps); set {TOKEN_ENV} instead",
+            file=sys.stderr,
+        )
     if not is_loopback(args.host):
         print(
-            f"warning: binding {args.host}, not loopback: the simulator's admin endpoints "
-            "(/_sim/...) have no authentication",
+            f"warning: binding {args.host}, not loopback: anyone who can reach it can query "
+            "the simulator (the admin endpoints still need the admin token)",
             file=sys.stderr,
         )
     try:
@@ -179,9 +218,15 @@ def run_simulator(args: argparse.Namespace) -> int:
         print(f"error: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     provider = SimulatedProvider(config)
+    admin_token = new_admin_token()
 
     def ready() -> None:
-        print(f"simulator listening on {url_for(sock)}", flush=True)
+        print(f"simulator listening on {url_for(sock)}")
+        print(
+            f"simulator admin token: {admin_token} (send it as the {ADMIN_HEADER} header "
+            "to /_sim/...)",
+            flush=True,
+        )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -189,7 +234,7 @@ def run_simulator(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):  # Windows
                 loop.add_signal_handler(sig, stop.set)
-        await serve(provider, sock, stop, ready)
+        await serve(provider, sock, stop, ready, admin_token=admin_token, host_names=(args.host,))
 
     with contextlib.suppress(KeyboardInterrupt):  # platforms without loop signal handlers
         asyncio.run(main())

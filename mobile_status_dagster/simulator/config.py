@@ -26,7 +26,18 @@ FAULT_RATE_FIELDS: tuple[str, ...] = (
 
 RATE_FIELDS: tuple[str, ...] = (*FAULT_RATE_FIELDS, "slow_rate")
 
-_HTTP_SETTABLE_EXCLUDED = frozenset({"ledger_path"})
+DELAY_FIELDS: tuple[str, ...] = ("latency_ms", "jitter_ms", "slow_ms")
+"""Delays in milliseconds, each bounded to ``0..MAX_DELAY_MS``."""
+
+MAX_DELAY_MS = 60_000
+"""The longest delay (ms) a config may ask for: one minute. A larger value could only park
+connections (or a whole test run) for hours, which no test or benchmark needs."""
+
+TOKEN_ENV = "MOBILE_STATUS_SIMULATOR_TOKEN"  # noqa: S105 - the variable's name, not a token
+"""The environment variable ``mobile-status simulator`` reads its account token from when
+``--token`` is not given (a command line is visible to every local user in ``ps``)."""
+
+_HTTP_SETTABLE_EXCLUDED = frozenset({"ledger_path", "token"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +56,10 @@ class SimulatorConfig:
     token: str = DEMO_TOKEN
     """The account token clients must send (header ``token`` or query ``?token=``)."""
     latency_ms: float = 50
-    """Base delay before every ``/mobile/check`` response."""
+    """Base delay before every ``/mobile/check`` response (0 to ``MAX_DELAY_MS``)."""
     jitter_ms: float = 0
-    """Latency varies uniformly by up to this much either way (never below zero)."""
+    """Latency varies uniformly by up to this much either way (never below zero;
+    at most ``MAX_DELAY_MS``)."""
     seed: int = 0
     """Seeds each number's truth and the fault draws."""
     error_http_status: int = 200
@@ -69,7 +81,7 @@ class SimulatorConfig:
     slow_rate: float = 0.0
     """Share of answers delayed by ``slow_ms`` after being decided and billed."""
     slow_ms: float = 3000
-    """Extra delay of a slow answer."""
+    """Extra delay of a slow answer (0 to ``MAX_DELAY_MS``)."""
     malformed_rate: float = 0.0
     """Share of requests answered HTTP 200 with a body that is not the JSON contract."""
     internal_error_rate: float = 0.0
@@ -114,8 +126,10 @@ _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(SimulatorConfig))
 def changes_from_json(payload: object) -> dict[str, Any]:
     """Validate a ``POST /_sim/config`` body into keyword changes for ``replace``.
 
-    The ledger path cannot be changed over HTTP: the admin endpoints have no
-    authentication, so they must not be able to pick a file to write.
+    Two fields cannot be changed over HTTP, even with the admin token: ``ledger_path``
+    (HTTP must not pick a file to write) and ``token`` (the account token is set where
+    the simulator starts: ``SimulatorConfig``, ``--token`` or ``MOBILE_STATUS_SIMULATOR_TOKEN``).
+    Values are validated by :class:`SimulatorConfig` (delays at most ``MAX_DELAY_MS``).
     """
     if not isinstance(payload, Mapping):
         raise ValueError("expected a JSON object of config fields")
@@ -138,10 +152,10 @@ def _problems(c: SimulatorConfig) -> list[str]:
     problems: list[str] = []
     if not isinstance(c.token, str) or not c.token:
         problems.append("token must be a non-empty string")
-    for name in ("latency_ms", "jitter_ms", "slow_ms"):
+    for name in DELAY_FIELDS:
         value = getattr(c, name)
-        if not _is_number(value) or value < 0:
-            problems.append(f"{name} must be a number >= 0")
+        if not _is_number(value) or not 0 <= value <= MAX_DELAY_MS:
+            problems.append(f"{name} must be a number of milliseconds in [0, {MAX_DELAY_MS}]")
     if not _is_int(c.seed):
         problems.append("seed must be an integer")
     if c.error_http_status not in (200, 202) or isinstance(c.error_http_status, bool):

@@ -6,12 +6,17 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 from aiohttp import web
 
-from mobile_status_dagster.simulator.app import create_app
+from mobile_status_dagster.simulator.app import (
+    ADMIN_HEADER,
+    AdminGuard,
+    create_app,
+    new_admin_token,
+)
 from mobile_status_dagster.simulator.config import SimulatorConfig
 from mobile_status_dagster.simulator.provider import SimulatedProvider
 
@@ -44,20 +49,36 @@ def url_for(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
+def guard_for(sock: socket.socket, admin_token: str, names: Iterable[str] = ()) -> AdminGuard:
+    """The admin endpoints' guard for a server on the bound ``sock``: ``Host`` must name
+    its address (or, on loopback, ``localhost``/``127.0.0.1``/``[::1]``; or one of
+    ``names``) with its port, and requests must carry ``admin_token``."""
+    host, port = sock.getsockname()[:2]
+    return AdminGuard.for_address(admin_token, host, port, names)
+
+
 async def serve(
     provider: SimulatedProvider,
     sock: socket.socket,
     stop: asyncio.Event,
     on_ready: Callable[[], None] | None = None,
+    *,
+    admin_token: str,
+    host_names: Iterable[str] = (),
 ) -> None:
     """Serve ``provider`` on the bound ``sock`` until ``stop`` is set.
+
+    The admin endpoints need ``admin_token`` in the ``X-Sim-Admin`` header and a
+    ``Host`` naming the bound address (or one of ``host_names``); see
+    :class:`~mobile_status_dagster.simulator.app.AdminGuard`.
 
     No access log (it would cost more than the request). On stop, in-flight
     requests are cancelled and their connections dropped, like a server that
     went away; the socket is closed.
     """
+    guard = guard_for(sock, admin_token, host_names)
     runner = web.AppRunner(
-        create_app(provider), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S
+        create_app(provider, guard), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S
     )
     await runner.setup()
     try:
@@ -79,13 +100,19 @@ class SimulatorServer:
     The first :meth:`start` binds ``port`` (0 picks a free one); every later
     :meth:`start` binds the same port again, so a test can stop the server
     ("the provider went away") and bring it back at the same URL. The provider,
-    with its ledger, counters and balance, survives restarts.
+    with its ledger, counters and balance, survives restarts, and so does the
+    admin token.
+
+    The admin endpoints (``/_sim/...``) need :attr:`admin_token` in the
+    ``X-Sim-Admin`` header (:attr:`admin_headers`), a ``Host`` naming this server, and
+    ``Content-Type: application/json`` on POSTs.
 
     Example::
 
         with SimulatorServer(SimulatorConfig(latency_ms=0)) as server:
             httpx.get(f"{server.base_url}/mobile/check/",
                       params={"mobile": "13912345678"}, headers={"token": DEMO_TOKEN})
+            httpx.get(f"{server.base_url}/_sim/stats", headers=server.admin_headers)
     """
 
     def __init__(
@@ -95,9 +122,12 @@ class SimulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         provider: SimulatedProvider | None = None,
+        admin_token: str | None = None,
     ) -> None:
         if config is not None and provider is not None:
             raise ValueError("pass either config or provider, not both")
+        self._admin_token = admin_token if admin_token is not None else new_admin_token()
+        AdminGuard(self._admin_token, 1)  # validate it now, not in the serving thread
         self._provider = provider if provider is not None else SimulatedProvider(config)
         self._host = host
         self._port = port
@@ -111,6 +141,17 @@ class SimulatorServer:
     def provider(self) -> SimulatedProvider:
         """The provider's state and config (safe to change while serving)."""
         return self._provider
+
+    @property
+    def admin_token(self) -> str:
+        """The token the admin endpoints (``/_sim/...``) require in the ``X-Sim-Admin``
+        header: random per server unless given to the constructor."""
+        return self._admin_token
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """``{"X-Sim-Admin": admin_token}``, to pass as ``headers=`` to an admin request."""
+        return {ADMIN_HEADER: self._admin_token}
 
     @property
     def port(self) -> int:
@@ -172,7 +213,14 @@ class SimulatorServer:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            await serve(self._provider, sock, self._stop, ready.set)
+            await serve(
+                self._provider,
+                sock,
+                self._stop,
+                ready.set,
+                admin_token=self._admin_token,
+                host_names=(self._host,),
+            )
 
         try:
             asyncio.run(main())
