@@ -432,6 +432,10 @@ def test_demo_runs_and_prints_its_steps(tmp_path: Path) -> None:
     db = directory / "mobile_status.duckdb"
     assert query(db, "SELECT count(DISTINCT set_id) FROM mobile_status") == [(3,)]
     assert int(sent1) == query(db, "SELECT count(DISTINCT mobile) FROM mobile_status")[0][0]
+    holding_numbers = [db, *directory.glob("*.csv"), *directory.glob("*.parquet")]
+    assert len(holding_numbers) >= 4
+    for path in holding_numbers:  # seeded lists, the database, exports: owner only
+        assert path.stat().st_mode & 0o077 == 0, path
 
 
 def test_demo_never_deletes_files_it_did_not_write(tmp_path: Path) -> None:

@@ -579,3 +579,26 @@ def test_a_planted_directory_is_an_untrusted_file_error_of_the_store_category() 
     """Refusing planted data is a store failure (exit 4), with its own class."""
     assert issubclass(UntrustedFileError, StoreError)
     assert UntrustedFileError.category == "store"
+
+
+# --- 5. the simulator's ledger --------------------------------------------------------------
+
+
+def test_the_simulator_ledger_is_private_and_never_written_through_a_link(
+    tmp_path: Path,
+) -> None:
+    from mobile_status_dagster.simulator.ledger import Ledger, LedgerEntry
+
+    entry = LedgerEntry(1, 0.0, "13912345678", True, 200, 0, 1, "CM", "o1", True, None)
+    ledger = Ledger(tmp_path / "ledger.jsonl", None)
+    ledger.append(entry)
+    ledger.close()
+    assert mode(tmp_path / "ledger.jsonl") == PRIVATE_FILE
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep\n", encoding="utf-8")
+    (tmp_path / "linked.jsonl").symlink_to(victim)
+    linked = Ledger(tmp_path / "linked.jsonl", None)
+    with pytest.raises(OSError, match=r"linked\.jsonl"):
+        linked.append(entry)
+    assert victim.read_text(encoding="utf-8") == "keep\n"

@@ -28,6 +28,7 @@ from mobile_status_dagster.cli.commands import (
 )
 from mobile_status_dagster.core.engine.enrich import journal_dir_for
 from mobile_status_dagster.core.errors import DemoDirectoryError
+from mobile_status_dagster.core.files import private_output
 from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.core.store.connection import file_connect
 from mobile_status_dagster.core.store.load import load_file
@@ -93,7 +94,10 @@ def run_demo(directory: Path) -> int:
     )
     for name, numbers in sample_sets().items():
         path = directory / f"{name}.csv"
-        with path.open("w", newline="", encoding="utf-8") as handle:
+        with (
+            private_output(path) as temporary,
+            temporary.open("w", newline="", encoding="utf-8") as handle,
+        ):
             writer = csv.writer(handle)
             writer.writerow(["mobile"])
             writer.writerows([n] for n in numbers)

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from mobile_status_dagster.core.files import FILE_MODE
+
 
 class LedgerEntry(NamedTuple):
     """One request to ``/mobile/check`` as the provider saw and answered it."""
@@ -34,6 +36,18 @@ class LedgerEntry(NamedTuple):
         return self._asdict()
 
 
+def _open_private_append(path: Path) -> IO[str]:
+    """``path`` opened for appending, created :data:`FILE_MODE` (it holds full numbers).
+
+    Append, never truncate: the file is the bill and may span restarts. A symbolic
+    link at ``path`` is refused (``O_NOFOLLOW``), so the ledger is never written
+    through a link another user planted.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(path, flags, FILE_MODE)  # an OSError names the path
+    return os.fdopen(descriptor, "a", encoding="utf-8")
+
+
 class Ledger:
     """Entries in memory (optionally only the most recent ones) plus a JSONL file.
 
@@ -55,8 +69,7 @@ class Ledger:
         self._entries.append(entry)
         if self._path is not None:
             if self._file is None:
-                # Append, never truncate: the file is the bill and may span restarts.
-                self._file = self._path.open("a", encoding="utf-8")
+                self._file = _open_private_append(self._path)
             self._file.write(json.dumps(entry._asdict(), ensure_ascii=False) + "\n")
             self._file.flush()
 
