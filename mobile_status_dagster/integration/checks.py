@@ -1,16 +1,28 @@
-"""Asset checks on ``mobile_status``: coverage, audit reconciliation, no double billing."""
+"""Asset checks on ``mobile_status``: coverage, audit reconciliation, no double billing.
+
+In the run that materializes the asset, each check examines what that run changed: the
+partitions it published and the answers it was paid for (so a check costs what the run
+changed, not what the warehouse holds). Run on their own (the UI's "Execute" on a
+check, or a run that published nothing), or with the run tag
+``mobile_status/full_check: "true"``, they examine everything.
+"""
 
 from collections.abc import Callable, Sequence
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.store import audit_checks
 from mobile_status_dagster.core.store.audit_checks import CheckOutcome
+from mobile_status_dagster.core.store.reports import set_ids_published_by
 from mobile_status_dagster.core.store.schema import AUDIT, Tables
 from mobile_status_dagster.core.store.source import Partition, SourceTable
 from mobile_status_dagster.integration.resources import closing_connect, resource_of
+
+FULL_CHECK_TAG = "mobile_status/full_check"
+"""Run tag: ``"true"`` makes the checks examine everything, not only the run's changes."""
 
 
 def build_checks(
@@ -22,10 +34,19 @@ def build_checks(
     tables: Tables,
     duckdb_resource_key: str,
 ) -> list[dg.AssetChecksDefinition]:
-    """The three checks over every published partition (they read whole tables)."""
+    """The three checks: over what the run changed, or over everything (see the module)."""
 
     def connect(context: dg.AssetCheckExecutionContext) -> DuckDBResource:
         return resource_of(context.resources, duckdb_resource_key, DuckDBResource)
+
+    def scope(
+        context: dg.AssetCheckExecutionContext, conn: duckdb.DuckDBPyConnection
+    ) -> str | None:
+        """The run whose changes to examine, or ``None`` for everything."""
+        if context.run.tags.get(FULL_CHECK_TAG, "").strip().lower() == "true":
+            return None
+        run_id = context.run.run_id
+        return run_id if set_ids_published_by(conn, run_id, tables=tables) else None
 
     @dg.asset_check(
         asset=asset,
@@ -35,7 +56,11 @@ def build_checks(
     )
     def coverage(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         with closing_connect(connect(context))() as conn:
-            return _result(audit_checks.coverage(conn, source, to_partitions, tables=tables))
+            run_id = scope(context, conn)
+            outcome = audit_checks.coverage(
+                conn, source, to_partitions, tables=tables, run_id=run_id
+            )
+            return _result(outcome, run_id)
 
     @dg.asset_check(
         asset=asset,
@@ -48,7 +73,9 @@ def build_checks(
     )
     def audit_reconciliation(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         with closing_connect(connect(context))() as conn:
-            return _result(audit_checks.audit_reconciliation(conn, tables=tables))
+            run_id = scope(context, conn)
+            outcome = audit_checks.audit_reconciliation(conn, tables=tables, run_id=run_id)
+            return _result(outcome, run_id)
 
     @dg.asset_check(
         asset=asset,
@@ -58,13 +85,18 @@ def build_checks(
     )
     def no_double_billing(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         with closing_connect(connect(context))() as conn:
-            return _result(audit_checks.no_double_billing(conn, freshness, tables=tables))
+            run_id = scope(context, conn)
+            outcome = audit_checks.no_double_billing(conn, freshness, tables=tables, run_id=run_id)
+            return _result(outcome, run_id)
 
     return [coverage, audit_reconciliation, no_double_billing]
 
 
-def _result(outcome: CheckOutcome) -> dg.AssetCheckResult:
-    metadata: dict[str, dg.RawMetadataValue] = {"mobile_status/problems": outcome.problems}
+def _result(outcome: CheckOutcome, run_id: str | None) -> dg.AssetCheckResult:
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "mobile_status/problems": outcome.problems,
+        "mobile_status/scope": "this run's changes" if run_id is not None else "everything",
+    }
     metadata.update({f"mobile_status/{key}": value for key, value in outcome.detail.items()})
     if outcome.examples:
         metadata["mobile_status/examples"] = dg.MetadataValue.md(

@@ -61,6 +61,7 @@ class MobileStatusMetadataSet(NamespacedMetadataSet):
     calls_per_second: float | None = None
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
+    run_phase_seconds: dg.JsonMetadataValue | None = None
     partitions: dg.MarkdownMetadataValue | None = None
 
     @classmethod
@@ -106,6 +107,9 @@ def run_metadata(report: EnrichmentReport) -> dict[str, Any]:
         calls_per_second=round(report.calls_per_s, 1),
         latency_p50_ms=_rounded(latency["latency_p50_ms"]),
         latency_p95_ms=_rounded(latency["latency_p95_ms"]),
+        run_phase_seconds=dg.MetadataValue.json(
+            {phase: round(seconds, 3) for phase, seconds in report.phase_s.items()}
+        ),
         partitions=(
             dg.MetadataValue.md(outcomes_markdown(report.outcomes))
             if len(report.outcomes) > 1 or report.unfinished

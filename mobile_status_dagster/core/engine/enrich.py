@@ -137,6 +137,10 @@ class EnrichmentReport:
     quarantined: list[QuarantinedSegment] = field(default_factory=list)
     """Journal segments of earlier runs that could not be folded, moved to the quarantine:
     their answers are not in the audit (see :attr:`warnings`)."""
+    phase_s: dict[str, float] = field(default_factory=dict)
+    """Wall-clock seconds of each phase, in order: ``wait`` (for the provider turn),
+    ``recover`` (folding dead runs' journals), ``plan``, ``check`` (calling the provider and
+    folding its answers) and ``publish`` (a phase that did not run is absent)."""
 
     @property
     def warnings(self) -> list[str]:
@@ -413,13 +417,16 @@ async def enrich(
     ``report.ok == False`` and says why in ``report.stop_message()``.
     """
     spool = journal_dir / f"{job.run_id}-{os.getpid()}{SPOOL_SUFFIX}"
+    phases = _PhaseClock()
     async with provider_turn(journal_dir):
+        phases.lap("wait")
         now = clock()
         _remove_dead_spools(journal_dir)
         quarantined: list[QuarantinedSegment] = []
         await asyncio.to_thread(
             recover_journal, connect, journal_dir, job.tables, on_quarantine=quarantined.append
         )
+        phases.lap("recover")
         with connect() as conn:
             ensure_schema(conn, job.tables)
             job.source.check_exists(conn)
@@ -434,13 +441,19 @@ async def enrich(
                 spool=spool,
             )
         report = EnrichmentReport(
-            run_id=job.run_id, plan=plan, currency=job.currency, quarantined=quarantined
+            run_id=job.run_id,
+            plan=plan,
+            currency=job.currency,
+            quarantined=quarantined,
+            phase_s=phases.laps,
         )
+        phases.lap("plan")
         try:
             if plan.to_send:
                 await _check_all(job, report, client, connect, journal_dir, spool, progress)
         finally:
             spool.unlink(missing_ok=True)
+            phases.lap("check")
     try:
         with connect() as conn:
             report.outcomes = publish_partitions(
@@ -459,8 +472,22 @@ async def enrich(
             "this run is already in the cache and the audit, so a rerun publishes without "
             "paying again"
         ) from None
+    phases.lap("publish")
     report.cost = job.unit_price * report.billed
     return report
+
+
+class _PhaseClock:
+    """Seconds between successive :meth:`lap` calls, by phase name."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.laps[phase] = now - self._last
+        self._last = now
 
 
 @dataclass

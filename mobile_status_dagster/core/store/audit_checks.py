@@ -1,4 +1,11 @@
-"""The SQL behind the asset checks: coverage, audit reconciliation, no double billing."""
+"""The SQL behind the asset checks: coverage, audit reconciliation, no double billing.
+
+Each check examines either what one run changed (``run_id``: the partitions it
+published, the answers it was paid for) or, with ``run_id=None``, everything. A run's
+own check costs what the run changed, whatever the warehouse holds: the rows of the
+run are found through ``run_id``, and the rest of a table is only probed for the
+run's order numbers and numbers.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import duckdb
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.numbers import mask
 from mobile_status_dagster.core.store.plan import RUN_ROWS, load_run_rows, max_age_sql
-from mobile_status_dagster.core.store.reports import published_set_ids
+from mobile_status_dagster.core.store.reports import published_set_ids, set_ids_published_by
 from mobile_status_dagster.core.store.schema import BILLED_CODES, Tables, ensure_schema
 from mobile_status_dagster.core.store.source import Partition, SourceTable
 
@@ -33,13 +40,19 @@ def coverage(
     to_partitions: Callable[[Sequence[str]], Sequence[Partition]],
     *,
     tables: Tables,
+    run_id: str | None = None,
 ) -> CheckOutcome:
     """Every valid number of each published partition has an answer in ``mobile_status``.
 
     Compares the source (as it is now) with the published rows: a valid number
     missing from the published partition, or published without a status, is a problem.
+    With ``run_id``, only the partitions that run published.
     """
-    keys = published_set_ids(conn, tables=tables)
+    keys = (
+        published_set_ids(conn, tables=tables)
+        if run_id is None
+        else set_ids_published_by(conn, run_id, tables=tables)
+    )
     if not keys:
         return CheckOutcome(True, 0)
     load_run_rows(conn, source, to_partitions(keys))
@@ -54,29 +67,47 @@ def coverage(
     return _outcome(conn, problems, lambda r: f"{r[0]}: {mask(str(r[1]))}")
 
 
-def audit_reconciliation(conn: duckdb.DuckDBPyConnection, *, tables: Tables) -> CheckOutcome:
-    """Every billed answer's order number is a billed call in the audit; order numbers unique."""
+def audit_reconciliation(
+    conn: duckdb.DuckDBPyConnection, *, tables: Tables, run_id: str | None = None
+) -> CheckOutcome:
+    """Every billed answer's order number is a billed call in the audit; order numbers unique.
+
+    With ``run_id``: the answers that run published or cached, and the order numbers it
+    was billed for (each still checked against the whole audit).
+    """
     ensure_schema(conn, tables)
+    params = {} if run_id is None else {"run_id": run_id}
+    of_run = "" if run_id is None else " AND run_id = $run_id"
     missing = _outcome(
         conn,
         f"""
         SELECT DISTINCT a.order_number FROM (
-            SELECT order_number FROM {tables.published} WHERE status_code IN ({BILLED_CODES})
+            SELECT order_number FROM {tables.published}
+            WHERE status_code IN ({BILLED_CODES}){of_run}
             UNION ALL
-            SELECT order_number FROM {tables.cache} WHERE status_code IN ({BILLED_CODES})
+            SELECT order_number FROM {tables.cache} WHERE status_code IN ({BILLED_CODES}){of_run}
         ) a
         WHERE a.order_number IS NULL OR NOT EXISTS (
             SELECT 1 FROM {tables.audit} c WHERE c.billed AND c.order_number = a.order_number)
         """,
         lambda r: f"not in audit: {r[0]}",
+        params,
+    )
+    billed_by_run = (
+        ""
+        if run_id is None
+        else f" AND order_number IN (SELECT order_number FROM {tables.audit} "
+        "WHERE billed AND run_id = $run_id)"
     )
     duplicated = _outcome(
         conn,
         f"""
-        SELECT order_number FROM {tables.audit} WHERE order_number IS NOT NULL AND billed
+        SELECT order_number FROM {tables.audit}
+        WHERE order_number IS NOT NULL AND billed{billed_by_run}
         GROUP BY order_number HAVING count(*) > 1
         """,
         lambda r: f"duplicated: {r[0]}",
+        params,
     )
     problems = missing.problems + duplicated.problems
     return CheckOutcome(
@@ -91,37 +122,51 @@ def audit_reconciliation(conn: duckdb.DuckDBPyConnection, *, tables: Tables) -> 
 
 
 def no_double_billing(
-    conn: duckdb.DuckDBPyConnection, freshness: Freshness, *, tables: Tables
+    conn: duckdb.DuckDBPyConnection,
+    freshness: Freshness,
+    *,
+    tables: Tables,
+    run_id: str | None = None,
 ) -> CheckOutcome:
     """No number was billed again while its previous billed answer was still fresh.
 
-    Calls made by a forced refresh (``reason = 'forced'``) are allowed to.
+    Calls made by a forced refresh (``reason = 'forced'``) are allowed to. With
+    ``run_id``: the numbers that run was billed for, over their whole billing history.
     """
     ensure_schema(conn, tables)
+    params = {} if run_id is None else {"run_id": run_id}
+    billed_by_run = (
+        ""
+        if run_id is None
+        else f" AND mobile IN (SELECT mobile FROM {tables.audit} WHERE billed AND run_id = $run_id)"
+    )
     problems = f"""
         SELECT mobile, order_number FROM (
             SELECT mobile, order_number, requested_at, reason,
                    lag(requested_at) OVER w AS previous_at,
                    lag(status_code) OVER w AS previous_status
-            FROM {tables.audit} WHERE billed
+            FROM {tables.audit} WHERE billed{billed_by_run}
             WINDOW w AS (PARTITION BY mobile ORDER BY requested_at)
         )
         WHERE previous_at IS NOT NULL AND reason IS DISTINCT FROM 'forced'
           AND requested_at < previous_at + {max_age_sql("previous_status", freshness)}
     """
-    return _outcome(conn, problems, lambda r: f"{mask(str(r[0]))} billed again as {r[1]}")
+    return _outcome(conn, problems, lambda r: f"{mask(str(r[0]))} billed again as {r[1]}", params)
 
 
 def _outcome(
     conn: duckdb.DuckDBPyConnection,
     problems_sql: str,
     describe: Callable[[tuple[object, ...]], str],
+    params: dict[str, str] | None = None,
 ) -> CheckOutcome:
     """Count the rows of ``problems_sql`` in SQL; fetch only a few, as examples."""
-    row = conn.execute(f"SELECT count(*) FROM ({problems_sql})").fetchone()
+    row = conn.execute(f"SELECT count(*) FROM ({problems_sql})", params or {}).fetchone()
     count = int(row[0]) if row else 0
     examples = (
-        conn.execute(f"SELECT * FROM ({problems_sql}) ORDER BY ALL LIMIT {_EXAMPLES}").fetchall()
+        conn.execute(
+            f"SELECT * FROM ({problems_sql}) ORDER BY ALL LIMIT {_EXAMPLES}", params or {}
+        ).fetchall()
         if count
         else []
     )

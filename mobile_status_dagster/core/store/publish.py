@@ -15,7 +15,7 @@ from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.status import SERVING_OPERATORS
 from mobile_status_dagster.core.store.connection import transaction
 from mobile_status_dagster.core.store.plan import RUN_ROWS, fresh_sql, load_run_rows
-from mobile_status_dagster.core.store.schema import Tables
+from mobile_status_dagster.core.store.schema import Tables, summary_rows_sql
 from mobile_status_dagster.core.store.source import Partition, SourceTable
 
 #: ``invalid_reason`` of a number our rules accept but the provider rejected (4003).
@@ -64,7 +64,8 @@ def publish_partitions(
     """Publish every partition whose valid numbers all have a usable answer.
 
     Usable: answered in this run, or (unless ``force_refresh``) fresh in the cache at
-    ``now``. Each partition's rows in ``mobile_status`` are replaced in one transaction.
+    ``now``. Each partition's rows in ``mobile_status``, and its rows in the summary, are
+    replaced in one transaction.
     A partition without any source row is not published (``empty``): a mistyped set id
     must not wipe what was published before.
     """
@@ -98,8 +99,17 @@ def publish_partitions(
                 f"DELETE FROM {tables.published} WHERE set_id = $set_id", {"set_id": partition.key}
             )
             conn.execute(_insert_sql(tables), {"set_id": partition.key, "run_id": run_id})
+            _replace_summary(conn, tables, partition.key)
         outcomes.append(_counts(conn, tables, partition.key, run_id))
     return outcomes
+
+
+def _replace_summary(conn: duckdb.DuckDBPyConnection, tables: Tables, set_id: str) -> None:
+    """The partition's summary rows, from its rows just published (not the whole table)."""
+    params = {"set_id": set_id}
+    conn.execute(f"DELETE FROM {tables.summary} WHERE set_id = $set_id", params)
+    own_rows = f"(SELECT * FROM {tables.published} WHERE set_id = $set_id)"
+    conn.execute(f"INSERT INTO {tables.summary} {summary_rows_sql(own_rows)}", params)
 
 
 def _insert_sql(tables: Tables) -> str:

@@ -3,8 +3,9 @@
 A journal segment is a JSON-lines file written as answers arrive (see
 :mod:`mobile_status_dagster.core.engine.journal`). Folding reads it with DuckDB's JSON
 reader — vectorized, no per-row Python — and, in one transaction, appends its attempts
-to ``provider_calls``, replaces the cache rows of its answers, and records the segment
-name, so a segment folded twice (after a crash between commit and delete) is a no-op.
+to ``provider_calls`` (and their charges to ``mobile_status_charges``), replaces the
+cache rows of its answers, and records the segment name, so a segment folded twice
+(after a crash between commit and delete) is a no-op.
 
 DuckDB's readers take a path as a glob pattern; the segment and the spool are passed as
 :func:`~mobile_status_dagster.core.files.literal_path`, so a run id or a database
@@ -23,7 +24,12 @@ import duckdb
 from mobile_status_dagster.core.errors import ConfigurationError, UntrustedFileError
 from mobile_status_dagster.core.files import file_problem, literal_path
 from mobile_status_dagster.core.store.connection import transaction
-from mobile_status_dagster.core.store.schema import MONEY, Tables, status_label_sql
+from mobile_status_dagster.core.store.schema import (
+    MONEY,
+    Tables,
+    charges_rows_sql,
+    status_label_sql,
+)
 
 #: The journal format. A segment starts with a header line (``run``, ``price``, ``cur``);
 #: every other line is one provider attempt. Keys are short and absent values omitted,
@@ -52,6 +58,7 @@ JOURNAL_KEYS: dict[str, str] = {
 }
 
 _LINES = "mobile_status_journal_lines"
+_CHARGES_DELTA = "mobile_status_charges_delta"
 _TIME = "to_timestamp(t / 1000000)"
 
 
@@ -112,16 +119,50 @@ def _append_attempts(
     price: str | None,
     currency: str | None,
 ) -> int:
-    row = conn.execute(
-        f"""
-        INSERT INTO {tables.audit}
-        SELECT o, m, c, msg, st, op, coalesce(b, false), coalesce(pb, false),
-               CAST($price AS {MONEY}), $currency, s, $run_id, {_TIME}, ms, n, h, e, why
+    """Append the segment's attempts to the audit, and add them to the charges."""
+    params = {"price": price or "0", "currency": currency or "", "run_id": run_id or ""}
+    attempts = f"""
+        SELECT o AS order_number, m AS mobile, c AS provider_code, msg AS provider_message,
+               st AS status_code, op AS operator, coalesce(b, false) AS billed,
+               coalesce(pb, false) AS possibly_billed, CAST($price AS {MONEY}) AS unit_price,
+               $currency AS currency, s AS set_id, $run_id AS run_id, {_TIME} AS requested_at,
+               ms AS latency_ms, n AS attempt, h AS http_status, e AS error, why AS reason
         FROM {_LINES} WHERE m IS NOT NULL
-        """,
-        {"price": price or "0", "currency": currency or "", "run_id": run_id or ""},
-    ).fetchone()
+    """
+    row = conn.execute(f"INSERT INTO {tables.audit} {attempts}", params).fetchone()
+    _add_charges(conn, tables, charges_rows_sql(f"({attempts})"), params)
     return int(row[0]) if row else 0
+
+
+_CHARGES_KEY = (
+    "c.day = d.day AND c.set_id IS NOT DISTINCT FROM d.set_id "
+    "AND c.run_id = d.run_id AND c.currency = d.currency"
+)
+
+
+def _add_charges(
+    conn: duckdb.DuckDBPyConnection, tables: Tables, delta_sql: str, params: dict[str, str]
+) -> None:
+    """Add the charges of one segment's attempts to the charges table, row by row.
+
+    The charges table is small (a row per day × set × run × currency), so this costs
+    what the segment costs, not what the audit holds.
+    """
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {_CHARGES_DELTA} AS {delta_sql}", params)
+    conn.execute(
+        f"""
+        UPDATE {tables.charges} c
+        SET calls = c.calls + d.calls, billed_calls = c.billed_calls + d.billed_calls,
+            possibly_billed_calls = c.possibly_billed_calls + d.possibly_billed_calls,
+            cost = c.cost + d.cost
+        FROM {_CHARGES_DELTA} d WHERE {_CHARGES_KEY}
+        """
+    )
+    conn.execute(
+        f"INSERT INTO {tables.charges} SELECT * FROM {_CHARGES_DELTA} d "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {tables.charges} c WHERE {_CHARGES_KEY})"
+    )
+    conn.execute(f"DROP TABLE {_CHARGES_DELTA}")
 
 
 def _replace_answers(conn: duckdb.DuckDBPyConnection, tables: Tables, run_id: str | None) -> int:

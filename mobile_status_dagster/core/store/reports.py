@@ -76,6 +76,17 @@ def published_set_ids(conn: duckdb.DuckDBPyConnection, *, tables: Tables) -> lis
     return [str(r[0]) for r in rows]
 
 
+def set_ids_published_by(
+    conn: duckdb.DuckDBPyConnection, run_id: str, *, tables: Tables
+) -> list[str]:
+    """Sets whose rows in ``mobile_status`` were published by the run ``run_id``."""
+    ensure_schema(conn, tables)
+    rows = conn.execute(
+        f"SELECT DISTINCT set_id FROM {tables.published} WHERE run_id = ? ORDER BY 1", [run_id]
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def charges_by_set(
     conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str], *, tables: Tables
 ) -> list[tuple[str, Charges]]:

@@ -6,7 +6,11 @@
                           (last answer unknown or unusable) or forced (force_refresh).
 ``mobile_status``         the published result: one row per input row, per set.
 ``journal_segments``      which answer-journal segments were folded in (crash recovery).
-``mobile_status_summary`` and ``mobile_status_charges``: the derived tables.
+``mobile_status_summary`` and ``mobile_status_charges``: the derived tables, kept current
+                          as partitions are published and answers folded (each
+                          change is applied in the transaction that makes it), so no
+                          run rebuilds them from everything; :func:`summary_rows_sql`
+                          and :func:`charges_rows_sql` say what they hold.
 
 Every instance of the library (one per key prefix) owns its own set of these tables:
 :class:`Tables` names them.
@@ -15,6 +19,7 @@ Every instance of the library (one per key prefix) owns its own set of these tab
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import duckdb
@@ -34,12 +39,15 @@ CHARGES = "mobile_status_charges"
 VERSION = "mobile_status_schema"
 DEFAULT_SOURCE = "number_sets"
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version of the tables this library writes (``mobile_status_schema.version``).
 
 Version 1 is the first recorded one; a database written before the version table
-existed has the same tables and is recorded as version 1 when first opened. A change
-to the tables raises this number and adds a step to :data:`_MIGRATIONS`.
+existed has the same tables and is recorded as version 1 when first opened. Version 2
+keeps the summary and the charges current as partitions are published and answers
+folded (version 1 rebuilt them from everything on each run): they are rebuilt once,
+from the published rows and the audit, when a version-1 database is first opened. A
+change to the tables raises this number and adds a step to :data:`_MIGRATIONS`.
 """
 
 _PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_]*")
@@ -107,6 +115,8 @@ class Tables:
 DEFAULT_TABLES = Tables()
 
 MONEY = MONEY_SQL
+COST = "DECIMAL(38, 6)"
+"""A sum of prices (``DECIMAL(18, 6)``): what DuckDB's ``sum`` of them gives."""
 
 
 def _ddl(tables: Tables) -> str:
@@ -164,7 +174,72 @@ CREATE TABLE IF NOT EXISTS {tables.segments} (
     answers   BIGINT,
     folded_at TIMESTAMPTZ
 );
+CREATE TABLE IF NOT EXISTS {tables.summary} (
+    set_id   VARCHAR NOT NULL,
+    status   VARCHAR NOT NULL,
+    operator VARCHAR,
+    ported   BOOLEAN,
+    numbers  BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {tables.charges} (
+    day                   DATE NOT NULL,
+    set_id                VARCHAR,
+    run_id                VARCHAR NOT NULL,
+    currency              VARCHAR NOT NULL,
+    calls                 BIGINT NOT NULL,
+    billed_calls          BIGINT NOT NULL,
+    possibly_billed_calls BIGINT NOT NULL,
+    cost                  {COST} NOT NULL
+);
 """
+
+
+def summary_rows_sql(published: str) -> str:
+    """``SELECT`` of the summary rows of ``published`` (the published table, or a
+    subquery of its rows): rows per set × status × operator × ported.
+
+    Invalid rows count under status ``invalid``; valid rows without an answer under
+    ``none``.
+    """
+    return f"""
+        SELECT set_id,
+               CASE WHEN NOT valid THEN 'invalid' ELSE coalesce(status, 'none') END AS status,
+               operator, ported, count(*) AS numbers
+        FROM {published}
+        GROUP BY ALL
+    """
+
+
+def charges_rows_sql(attempts: str) -> str:
+    """``SELECT`` of the charges rows of ``attempts`` (the audit, or a subquery of rows
+    shaped like it): calls, billed calls and cost per UTC day × set × run × currency."""
+    return f"""
+        SELECT CAST(timezone('UTC', requested_at) AS DATE) AS day, set_id, run_id, currency,
+               count(*) AS calls,
+               count(*) FILTER (WHERE billed) AS billed_calls,
+               count(*) FILTER (WHERE possibly_billed) AS possibly_billed_calls,
+               CAST(coalesce(sum(unit_price) FILTER (WHERE billed), 0) AS {COST}) AS cost
+        FROM {attempts}
+        GROUP BY ALL
+    """
+
+
+def rebuild_summary_sql(tables: Tables) -> str:
+    """Replace every summary row with those of the whole published table."""
+    return f"""
+        DELETE FROM {tables.summary};
+        INSERT INTO {tables.summary} {summary_rows_sql(tables.published)}
+            ORDER BY set_id, status, operator, ported;
+    """
+
+
+def rebuild_charges_sql(tables: Tables) -> str:
+    """Replace every charges row with those of the whole audit."""
+    return f"""
+        DELETE FROM {tables.charges};
+        INSERT INTO {tables.charges} {charges_rows_sql(tables.audit)}
+            ORDER BY day, set_id, run_id;
+    """
 
 
 SOURCE_DDL = f"""
@@ -176,10 +251,17 @@ CREATE TABLE IF NOT EXISTS {DEFAULT_SOURCE} (
 """
 
 
-_MIGRATIONS: dict[int, str] = {
-    0: "",  # before the version table: the same tables as version 1
+def _derived_tables_kept_current(tables: Tables) -> str:
+    """Version 1 → 2: the summary and charges tables (created by version 1's rebuilds
+    with the same columns, or missing and just created) start from everything."""
+    return rebuild_summary_sql(tables) + rebuild_charges_sql(tables)
+
+
+_MIGRATIONS: dict[int, Callable[[Tables], str] | None] = {
+    0: None,  # before the version table: the same tables as version 1
+    1: _derived_tables_kept_current,
 }
-"""SQL that takes the tables from version ``n`` to ``n + 1`` (``{t}`` is the Tables)."""
+"""The SQL that takes the tables from version ``n`` to ``n + 1``."""
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection, tables: Tables) -> None:
@@ -207,8 +289,9 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection, tables: Tables) -> None:
         )
         if version is not None:
             for step in range(version, SCHEMA_VERSION):
-                if _MIGRATIONS[step]:
-                    conn.execute(_MIGRATIONS[step].format(t=tables))
+                migration = _MIGRATIONS[step]
+                if migration is not None:
+                    conn.execute(migration(tables))
         conn.execute(f"DELETE FROM {tables.version}")
         conn.execute(f"INSERT INTO {tables.version} VALUES (?, now())", [SCHEMA_VERSION])
 

@@ -13,10 +13,16 @@ from mobile_status_dagster.core.errors import ExportError
 from mobile_status_dagster.core.files import private_output
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.status import Status
-from mobile_status_dagster.core.store.connection import copy_target
+from mobile_status_dagster.core.store.connection import copy_target, transaction
 from mobile_status_dagster.core.store.number_sql import quote_identifier
 from mobile_status_dagster.core.store.plan import RUN_ROWS, fresh_sql, load_run_rows
-from mobile_status_dagster.core.store.schema import BILLED_CODES, Tables, ensure_schema
+from mobile_status_dagster.core.store.schema import (
+    BILLED_CODES,
+    Tables,
+    ensure_schema,
+    rebuild_charges_sql,
+    rebuild_summary_sql,
+)
 from mobile_status_dagster.core.store.source import Partition, SourceTable
 
 EXPORT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -27,46 +33,29 @@ _EXPORT = "mobile_status_export"
 
 
 def rebuild_charges(conn: duckdb.DuckDBPyConnection, *, tables: Tables) -> int:
-    """Replace ``mobile_status_charges``: calls, billed calls and cost per day × set × run.
+    """Rebuild ``mobile_status_charges`` from the whole audit; return its number of rows.
 
-    Days are UTC calendar days of ``requested_at``. Returns the number of rows.
+    Not needed after a run: each journal fold adds its attempts to the charges in the
+    transaction that appends them to the audit. This is the full rebuild on demand
+    (after editing the audit by hand, say). Days are UTC calendar days of
+    ``requested_at``.
     """
     ensure_schema(conn, tables)
-    conn.execute(
-        f"""
-        CREATE OR REPLACE TABLE {tables.charges} AS
-        SELECT CAST(timezone('UTC', requested_at) AS DATE) AS day, set_id, run_id, currency,
-               count(*) AS calls,
-               count(*) FILTER (WHERE billed) AS billed_calls,
-               count(*) FILTER (WHERE possibly_billed) AS possibly_billed_calls,
-               coalesce(sum(unit_price) FILTER (WHERE billed), 0) AS cost
-        FROM {tables.audit}
-        GROUP BY ALL
-        ORDER BY day, set_id, run_id
-        """
-    )
-    return _count(conn, tables.charges)
+    with transaction(conn):
+        conn.execute(rebuild_charges_sql(tables))
+    return row_count(conn, tables.charges)
 
 
 def rebuild_summary(conn: duckdb.DuckDBPyConnection, *, tables: Tables) -> int:
-    """Replace ``mobile_status_summary``: rows per set × status × operator × ported.
+    """Rebuild ``mobile_status_summary`` from every published row; return its number of rows.
 
-    Invalid rows count under status ``invalid``; valid rows without an answer under
-    ``none``. Returns the number of rows.
+    Not needed after a run: publishing a partition replaces its summary rows in the
+    same transaction. This is the full rebuild on demand.
     """
     ensure_schema(conn, tables)
-    conn.execute(
-        f"""
-        CREATE OR REPLACE TABLE {tables.summary} AS
-        SELECT set_id,
-               CASE WHEN NOT valid THEN 'invalid' ELSE coalesce(status, 'none') END AS status,
-               operator, ported, count(*) AS numbers
-        FROM {tables.published}
-        GROUP BY ALL
-        ORDER BY set_id, status, operator, ported
-        """
-    )
-    return _count(conn, tables.summary)
+    with transaction(conn):
+        conn.execute(rebuild_summary_sql(tables))
+    return row_count(conn, tables.summary)
 
 
 def summary_by_set_and_status(
@@ -176,7 +165,7 @@ def export_set(
             )
     except OSError as error:
         raise ExportError(f"{out}: cannot be written ({error.strerror})") from None
-    return _count(conn, _EXPORT)
+    return row_count(conn, _EXPORT)
 
 
 def _csv_safe_select(conn: duckdb.DuckDBPyConnection) -> str:
@@ -202,6 +191,7 @@ def _csv_safe_select(conn: duckdb.DuckDBPyConnection) -> str:
     return f"SELECT {', '.join(parts)} FROM {_EXPORT}"
 
 
-def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+def row_count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    """The number of rows of ``table`` (a quoted name, from :class:`Tables`)."""
     row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
     return int(row[0]) if row else 0
