@@ -61,7 +61,11 @@ class MobileStatusMetadataSet(NamespacedMetadataSet):
     calls_per_second: float | None = None
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
-    run_phase_seconds: dg.JsonMetadataValue | None = None
+    run_wait_seconds: float | None = None
+    run_recover_seconds: float | None = None
+    run_plan_seconds: float | None = None
+    run_check_seconds: float | None = None
+    run_publish_seconds: float | None = None
     partitions: dg.MarkdownMetadataValue | None = None
 
     @classmethod
@@ -107,9 +111,11 @@ def run_metadata(report: EnrichmentReport) -> dict[str, Any]:
         calls_per_second=round(report.calls_per_s, 1),
         latency_p50_ms=_rounded(latency["latency_p50_ms"]),
         latency_p95_ms=_rounded(latency["latency_p95_ms"]),
-        run_phase_seconds=dg.MetadataValue.json(
-            {phase: round(seconds, 3) for phase, seconds in report.phase_s.items()}
-        ),
+        run_wait_seconds=_phase(report, "wait"),
+        run_recover_seconds=_phase(report, "recover"),
+        run_plan_seconds=_phase(report, "plan"),
+        run_check_seconds=_phase(report, "check"),
+        run_publish_seconds=_phase(report, "publish"),
         partitions=(
             dg.MetadataValue.md(outcomes_markdown(report.outcomes))
             if len(report.outcomes) > 1 or report.unfinished
@@ -117,6 +123,12 @@ def run_metadata(report: EnrichmentReport) -> dict[str, Any]:
         ),
     )
     return dict(figures)
+
+
+def _phase(report: EnrichmentReport, phase: str) -> float | None:
+    """Seconds the run spent in ``phase`` (``EnrichmentReport.phase_s``), if it ran."""
+    seconds = report.phase_s.get(phase)
+    return None if seconds is None else round(seconds, 3)
 
 
 def failure_metadata(report: EnrichmentReport) -> dict[str, Any]:

@@ -64,8 +64,11 @@ def publish_partitions(
     """Publish every partition whose valid numbers all have a usable answer.
 
     Usable: answered in this run, or (unless ``force_refresh``) fresh in the cache at
-    ``now``. Each partition's rows in ``mobile_status``, and its rows in the summary, are
-    replaced in one transaction.
+    ``now``. The rows in ``mobile_status`` of every partition that can be published, and
+    their rows in the summary, are replaced in one transaction: each such partition is
+    replaced whole, the others are left untouched. The work is done for all partitions
+    at once (one join with the cache to find what is missing, one to insert), so
+    publishing many partitions costs what their rows cost.
     A partition without any source row is not published (``empty``): a mistyped set id
     must not wipe what was published before.
     """
@@ -73,42 +76,50 @@ def publish_partitions(
     fresh = fresh_sql("c", freshness)
     params: dict[str, Any] = {"now": now, "run_id": run_id, "force": force_refresh}
     usable = f"(c.run_id = $run_id OR (NOT $force AND {fresh}))"
-    present = {
-        str(r[0]) for r in conn.execute(f"SELECT DISTINCT set_id FROM {RUN_ROWS}").fetchall()
-    }
-    outcomes = []
-    for partition in partitions:
-        if partition.key not in present:
-            outcomes.append(PartitionOutcome(partition.key, published=False, empty=True))
-            continue
-        params["set_id"] = partition.key
-        with transaction(conn):
-            missing_row = conn.execute(
+    with transaction(conn):
+        missing_by_set = {
+            str(set_id): int(missing)
+            for set_id, missing in conn.execute(
                 f"""
-                SELECT count(DISTINCT r.mobile) FROM {RUN_ROWS} r
-                LEFT JOIN {tables.cache} c ON c.mobile = r.mobile
-                WHERE r.set_id = $set_id AND r.valid AND (c.mobile IS NULL OR NOT {usable})
+                SELECT r.set_id,
+                       count(DISTINCT r.mobile) FILTER (
+                           WHERE r.valid AND (c.mobile IS NULL OR NOT {usable}))
+                FROM {RUN_ROWS} r LEFT JOIN {tables.cache} c ON c.mobile = r.mobile
+                GROUP BY r.set_id
                 """,
                 params,
-            ).fetchone()
-            missing = int(missing_row[0]) if missing_row else 0
-            if missing:
-                outcomes.append(PartitionOutcome(partition.key, published=False, missing=missing))
-                continue
-            conn.execute(
-                f"DELETE FROM {tables.published} WHERE set_id = $set_id", {"set_id": partition.key}
-            )
-            conn.execute(_insert_sql(tables), {"set_id": partition.key, "run_id": run_id})
-            _replace_summary(conn, tables, partition.key)
-        outcomes.append(_counts(conn, tables, partition.key, run_id))
+            ).fetchall()
+        }
+        complete = [p.key for p in partitions if missing_by_set.get(p.key) == 0]
+        if complete:
+            keys = {"set_ids": complete}
+            conn.execute(f"DELETE FROM {tables.published} WHERE {_IN_SETS}", keys)
+            conn.execute(_insert_sql(tables), {**keys, "run_id": run_id})
+            _replace_summary(conn, tables, complete)
+    counted = _counts(conn, tables, complete, run_id)
+    outcomes = []
+    for partition in partitions:
+        key = partition.key
+        if key not in missing_by_set:
+            outcomes.append(PartitionOutcome(key, published=False, empty=True))
+        elif key in counted:
+            outcomes.append(counted[key])
+        else:
+            outcomes.append(PartitionOutcome(key, published=False, missing=missing_by_set[key]))
     return outcomes
 
 
-def _replace_summary(conn: duckdb.DuckDBPyConnection, tables: Tables, set_id: str) -> None:
-    """The partition's summary rows, from its rows just published (not the whole table)."""
-    params = {"set_id": set_id}
-    conn.execute(f"DELETE FROM {tables.summary} WHERE set_id = $set_id", params)
-    own_rows = f"(SELECT * FROM {tables.published} WHERE set_id = $set_id)"
+_IN_SETS = "set_id IN (SELECT unnest(CAST($set_ids AS VARCHAR[])))"
+"""Rows of the partitions in the list parameter ``$set_ids``."""
+
+
+def _replace_summary(
+    conn: duckdb.DuckDBPyConnection, tables: Tables, set_ids: Sequence[str]
+) -> None:
+    """The partitions' summary rows, from their rows just published (not the whole table)."""
+    params = {"set_ids": list(set_ids)}
+    conn.execute(f"DELETE FROM {tables.summary} WHERE {_IN_SETS}", params)
+    own_rows = f"(SELECT * FROM {tables.published} WHERE {_IN_SETS})"
     conn.execute(f"INSERT INTO {tables.summary} {summary_rows_sql(own_rows)}", params)
 
 
@@ -129,63 +140,67 @@ def _insert_sql(tables: Tables) -> str:
                $run_id
         FROM {RUN_ROWS} r
         LEFT JOIN {tables.cache} c ON r.valid AND c.mobile = r.mobile
-        WHERE r.set_id = $set_id
+        WHERE r.{_IN_SETS}
     """
 
 
 def _counts(
-    conn: duckdb.DuckDBPyConnection, tables: Tables, set_id: str, run_id: str
-) -> PartitionOutcome:
-    params = {"set_id": set_id, "run_id": run_id}
-    row = conn.execute(
+    conn: duckdb.DuckDBPyConnection, tables: Tables, set_ids: Sequence[str], run_id: str
+) -> dict[str, PartitionOutcome]:
+    """The published partitions' counts and charges, by set id (one pass per table)."""
+    if not set_ids:
+        return {}
+    params: dict[str, Any] = {"set_ids": list(set_ids)}
+    rows = conn.execute(
         f"""
-        SELECT count(*), count(*) FILTER (WHERE NOT valid),
+        SELECT set_id, count(*), count(*) FILTER (WHERE NOT valid),
                count(*) FILTER (WHERE source = 'cache'),
                count(*) FILTER (WHERE source = 'provider'),
                count(*) FILTER (WHERE ported),
                count(DISTINCT mobile) FILTER (WHERE valid),
-               count(DISTINCT mobile) FILTER (WHERE source = 'provider')
-        FROM {tables.published} WHERE set_id = $set_id
-        """,
-        {"set_id": set_id},
-    ).fetchone()
-    assert row is not None
-    by_status = dict(
-        conn.execute(
-            f"SELECT coalesce(status, 'none'), count(*) FROM {tables.published} "
-            "WHERE set_id = $set_id AND valid GROUP BY ALL ORDER BY 1",
-            {"set_id": set_id},
-        ).fetchall()
-    )
-    by_operator = dict(
-        conn.execute(
-            f"SELECT coalesce(operator, 'none'), count(*) FROM {tables.published} "
-            "WHERE set_id = $set_id AND valid GROUP BY ALL ORDER BY 1",
-            {"set_id": set_id},
-        ).fetchall()
-    )
-    charges = conn.execute(
-        f"""
-        SELECT count(*) FILTER (WHERE billed), count(*) FILTER (WHERE possibly_billed),
-               coalesce(sum(unit_price) FILTER (WHERE billed), 0)
-        FROM {tables.audit} WHERE run_id = $run_id AND set_id = $set_id
+               count(DISTINCT mobile) FILTER (WHERE source = 'provider'),
+               histogram(coalesce(status, 'none')) FILTER (WHERE valid),
+               histogram(coalesce(operator, 'none')) FILTER (WHERE valid)
+        FROM {tables.published} WHERE {_IN_SETS}
+        GROUP BY set_id
         """,
         params,
-    ).fetchone()
-    assert charges is not None
-    return PartitionOutcome(
-        set_id=set_id,
-        published=True,
-        rows=int(row[0]),
-        invalid=int(row[1]),
-        from_cache=int(row[2]),
-        from_provider=int(row[3]),
-        ported=int(row[4]),
-        numbers=int(row[5]),
-        sent=int(row[6]),
-        by_status={str(k): int(v) for k, v in by_status.items()},
-        by_operator={str(k): int(v) for k, v in by_operator.items()},
-        billed=int(charges[0]),
-        possibly_billed=int(charges[1]),
-        cost=Decimal(charges[2]),
-    )
+    ).fetchall()
+    charges = {
+        str(set_id): (int(billed), int(possibly), Decimal(cost))
+        for set_id, billed, possibly, cost in conn.execute(
+            f"""
+            SELECT set_id, count(*) FILTER (WHERE billed), count(*) FILTER (WHERE possibly_billed),
+                   coalesce(sum(unit_price) FILTER (WHERE billed), 0)
+            FROM {tables.audit} WHERE run_id = $run_id AND {_IN_SETS}
+            GROUP BY set_id
+            """,
+            params | {"run_id": run_id},
+        ).fetchall()
+    }
+    outcomes = {}
+    for row in rows:
+        set_id = str(row[0])
+        billed, possibly_billed, cost = charges.get(set_id, (0, 0, Decimal(0)))
+        outcomes[set_id] = PartitionOutcome(
+            set_id=set_id,
+            published=True,
+            rows=int(row[1]),
+            invalid=int(row[2]),
+            from_cache=int(row[3]),
+            from_provider=int(row[4]),
+            ported=int(row[5]),
+            numbers=int(row[6]),
+            sent=int(row[7]),
+            by_status=_histogram(row[8]),
+            by_operator=_histogram(row[9]),
+            billed=billed,
+            possibly_billed=possibly_billed,
+            cost=cost,
+        )
+    return outcomes
+
+
+def _histogram(value: dict[str, int] | None) -> dict[str, int]:
+    """A DuckDB ``histogram`` (a MAP, ``None`` when no row qualified), sorted by key."""
+    return {str(k): int(v) for k, v in sorted((value or {}).items())}
