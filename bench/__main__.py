@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import client, pipeline
+from bench import client, pipeline, scale
 from bench.report import Figure, print_table, write_json
 from mobile_status_dagster.integration.resources import LiteralTokenWarning
 
@@ -22,6 +22,11 @@ SCENARIOS: dict[str, Callable[[bool], list[Figure]]] = {
     "skip-path": pipeline.skip_path,  # 5
     "memory": pipeline.memory,  # 8
     "crash": pipeline.crash_cost,  # 9
+    # Scale: the delta scenario seeds the 10M-row warehouse the checks scenario reuses.
+    "delta": scale.delta,  # 10
+    "publish-scale": scale.publish_scale,  # 11
+    "warehouse": scale.warehouse,  # 12
+    "checks": scale.checks,  # 13
 }
 RESULTS = Path(__file__).with_name("results.json")
 QUICK_RESULTS = Path(__file__).with_name("results-quick.json")
