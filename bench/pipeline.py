@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import json
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import httpx
 from bench.data import numbers_sql, pad_cache, seed_messy_set, write_journal
 from bench.report import Figure
 from bench.simulator_process import simulator_process
-from bench.worker import vm_hwm_mb
+from bench.worker import peak_rss_until_exit, plan_in_own_process
 from mobile_status_dagster.cli.runs import materialize_sets
 from mobile_status_dagster.core.client import AsyncMobileStatusClient, ClientSettings
 from mobile_status_dagster.core.freshness import Freshness
@@ -269,13 +268,7 @@ def _dagster_startup_s() -> float:
 def planning(quick: bool) -> list[Figure]:
     """Scenario 6: normalize, de-duplicate and plan a big messy set against a big cache."""
     data = _scale_data(quick)
-    output = subprocess.run(
-        [sys.executable, "-m", "bench.worker", "plan", str(data.db), "big"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result = json.loads(output)
+    result = plan_in_own_process(data.db, "big")
     label = f"{data.set_size:,} messy inputs vs a {data.cache_size:,}-row cache"
     full = not quick
     return [
@@ -309,11 +302,7 @@ def _enrich_peak_rss_mb(url: str, count: int, memory_limit: str | None) -> float
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    # VmHWM is monotonic; polling it until exit sees the peak (see bench.worker).
-    peak = 0.0
-    while process.poll() is None:
-        peak = max(peak, vm_hwm_mb(process.pid) or 0.0)
-        time.sleep(0.05)
+    peak = peak_rss_until_exit(process)
     if process.returncode != 0:
         raise RuntimeError(f"enrich of {count} numbers failed")
     return peak

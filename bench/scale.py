@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from bench.data import numbers_sql, seed_messy_set
 from bench.pipeline import _workdir
 from bench.report import Figure
 from bench.simulator_process import SimulatorURL, simulator_process
-from bench.worker import vm_hwm_mb
+from bench.worker import peak_rss_until_exit, plan_in_own_process
 from mobile_status_dagster.cli.runs import RunOutcome, materialize_sets
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.numbers import PREFIX_LENGTH
@@ -267,10 +266,7 @@ def _cli_enrich_peak(url: str, db: Path, set_id: str) -> tuple[float, float]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    peak = 0.0
-    while process.poll() is None:
-        peak = max(peak, vm_hwm_mb(process.pid) or 0.0)
-        time.sleep(0.05)
+    peak = peak_rss_until_exit(process)
     seconds = time.perf_counter() - started
     assert process.stderr is not None
     errors = process.stderr.read().decode(errors="replace")
@@ -617,13 +613,7 @@ def _warehouse(quick: bool) -> _Warehouse:
 def warehouse(quick: bool) -> list[Figure]:
     """Scenario 12: planning and a whole zero-call run of a 10M-row set, 50M-row cache."""
     data = _warehouse(quick)
-    output = subprocess.run(
-        [sys.executable, "-m", "bench.worker", "plan", str(data.db), "big"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    planned = json.loads(output)
+    planned = plan_in_own_process(data.db, "big")
     assert planned["to_send"] == 0, planned
     with simulator_process("--latency-ms", "0", "--seed", str(SEED)) as url:
         run_s, run_mb = _cli_enrich_peak(url, data.db, "big")

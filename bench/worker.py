@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -33,6 +34,27 @@ def plan(database: str, set_id: str) -> dict[str, float]:
         seconds = time.perf_counter() - started
     spool.unlink(missing_ok=True)
     return {"seconds": seconds, "to_send": result.to_send, "peak_rss_mb": peak_rss_mb()}
+
+
+def plan_in_own_process(database: Path | str, set_id: str) -> dict[str, float]:
+    """:func:`plan` run in a fresh interpreter, so its peak RSS is the planning's own."""
+    output = subprocess.run(
+        [sys.executable, "-m", "bench.worker", "plan", str(database), set_id],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, float] = json.loads(output)
+    return result
+
+
+def peak_rss_until_exit(process: subprocess.Popen[bytes]) -> float:
+    """The peak RSS in MB of ``process``, polled until it exits (``VmHWM`` is monotonic)."""
+    peak = 0.0
+    while process.poll() is None:
+        peak = max(peak, vm_hwm_mb(process.pid) or 0.0)
+        time.sleep(0.05)
+    return peak
 
 
 def peak_rss_mb() -> float:
