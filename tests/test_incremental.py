@@ -247,6 +247,22 @@ def test_a_runs_checks_examine_its_changes_and_a_full_check_everything(
         }.items():
             assert outcome.passed, (name, outcome)
 
+    # The run's reconciliation finds an answer billed in another run's audit row, and
+    # misses none whose billed call is gone from the audit.
+    with duckdb.connect(str(instance_copy)) as conn:
+        moved, deleted = conn.execute(
+            "SELECT order_number FROM provider_calls WHERE billed AND run_id = ? "
+            "ORDER BY order_number LIMIT 2",
+            [run.run_id],
+        ).fetchall()
+        conn.execute("UPDATE provider_calls SET run_id = 'other' WHERE order_number = ?", moved)
+        assert audit_checks.audit_reconciliation(
+            conn, tables=DEFAULT_TABLES, run_id=run.run_id
+        ).passed
+        conn.execute("DELETE FROM provider_calls WHERE order_number = ?", deleted)
+        outcome = audit_checks.audit_reconciliation(conn, tables=DEFAULT_TABLES, run_id=run.run_id)
+        assert outcome.detail["answers_without_audit"] == 1, outcome
+
     # Run on their own, or tagged for a full check, they examine everything.
     for tags in (None, {FULL_CHECK_TAG: "true"}):
         evaluations = check_evaluations(derived_and_checks(warehouse, built, tags=tags))

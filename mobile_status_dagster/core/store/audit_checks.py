@@ -73,25 +73,42 @@ def audit_reconciliation(
     """Every billed answer's order number is a billed call in the audit; order numbers unique.
 
     With ``run_id``: the answers that run published or cached, and the order numbers it
-    was billed for (each still checked against the whole audit).
+    was billed for (checked for duplicates against the whole audit).
     """
     ensure_schema(conn, tables)
     params = {} if run_id is None else {"run_id": run_id}
     of_run = "" if run_id is None else " AND run_id = $run_id"
-    missing = _outcome(
-        conn,
-        f"""
-        SELECT DISTINCT a.order_number FROM (
-            SELECT order_number FROM {tables.published}
-            WHERE status_code IN ({BILLED_CODES}){of_run}
-            UNION ALL
-            SELECT order_number FROM {tables.cache} WHERE status_code IN ({BILLED_CODES}){of_run}
-        ) a
-        WHERE a.order_number IS NULL OR NOT EXISTS (
-            SELECT 1 FROM {tables.audit} c WHERE c.billed AND c.order_number = a.order_number)
-        """,
-        lambda r: f"not in audit: {r[0]}",
-        params,
+    answers = f"""
+        SELECT order_number FROM {tables.published}
+        WHERE status_code IN ({BILLED_CODES}){of_run}
+        UNION
+        SELECT order_number FROM {tables.cache} WHERE status_code IN ({BILLED_CODES}){of_run}
+    """
+    if run_id is not None:
+        # A run's answers carry order numbers billed in that run: match those against the
+        # run's own audit rows (found through run_id), and probe the whole audit only for
+        # what is left, which is normally nothing.
+        answers = f"""
+            SELECT order_number FROM ({answers}) a WHERE order_number IS NULL OR NOT EXISTS (
+                SELECT 1 FROM {tables.audit} c
+                WHERE c.billed AND c.run_id = $run_id AND c.order_number = a.order_number)
+        """
+        if not _exists(conn, answers, params):
+            answers = ""
+    missing = (
+        _outcome(
+            conn,
+            f"""
+            SELECT DISTINCT a.order_number FROM ({answers}) a
+            WHERE a.order_number IS NULL OR NOT EXISTS (
+                SELECT 1 FROM {tables.audit} c
+                WHERE c.billed AND c.order_number = a.order_number)
+            """,
+            lambda r: f"not in audit: {r[0]}",
+            params,
+        )
+        if answers
+        else CheckOutcome(True, 0)
     )
     billed_by_run = (
         ""
@@ -152,6 +169,11 @@ def no_double_billing(
           AND requested_at < previous_at + {max_age_sql("previous_status", freshness)}
     """
     return _outcome(conn, problems, lambda r: f"{mask(str(r[0]))} billed again as {r[1]}", params)
+
+
+def _exists(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, str]) -> bool:
+    """Whether ``sql`` returns a row."""
+    return conn.execute(f"SELECT EXISTS ({sql})", params).fetchone() == (True,)
 
 
 def _outcome(
