@@ -14,6 +14,7 @@ from mobile_status_dagster.core.errors import NumberRejectedError
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.status import SERVING_OPERATORS
 from mobile_status_dagster.core.store.connection import transaction
+from mobile_status_dagster.core.store.fragments import in_list
 from mobile_status_dagster.core.store.plan import RUN_ROWS, fresh_sql, load_run_rows
 from mobile_status_dagster.core.store.schema import Tables, summary_rows_sql
 from mobile_status_dagster.core.store.source import Partition, SourceTable
@@ -109,8 +110,9 @@ def publish_partitions(
     return outcomes
 
 
-_IN_SETS = "set_id IN (SELECT unnest(CAST($set_ids AS VARCHAR[])))"
+_IN_SETS = in_list("set_id", "$set_ids")
 """Rows of the partitions in the list parameter ``$set_ids``."""
+_IN_ROW_SETS = in_list("r.set_id", "$set_ids")
 
 
 def _replace_summary(
@@ -140,7 +142,7 @@ def _insert_sql(tables: Tables) -> str:
                $run_id
         FROM {RUN_ROWS} r
         LEFT JOIN {tables.cache} c ON r.valid AND c.mobile = r.mobile
-        WHERE r.{_IN_SETS}
+        WHERE {_IN_ROW_SETS}
     """
 
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import duckdb
 
+from mobile_status_dagster.core.store.fragments import in_list
 from mobile_status_dagster.core.store.schema import Tables, ensure_schema
 
 
@@ -42,7 +43,7 @@ def status_counts(
         SELECT set_id,
                CASE WHEN NOT valid THEN 'invalid' ELSE coalesce(status, 'none') END,
                coalesce(operator, '-'), count(*)
-        FROM {tables.published} WHERE set_id IN (SELECT unnest(CAST(? AS VARCHAR[])))
+        FROM {tables.published} WHERE {in_list("set_id", "?")}
         GROUP BY ALL ORDER BY ALL
         """,
         [list(set_ids)],
@@ -63,7 +64,7 @@ def charges_for_runs(
     ensure_schema(conn, tables)
     rows = conn.execute(
         f"SELECT {_CHARGES_COLUMNS} FROM {tables.audit} "
-        "WHERE run_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) GROUP BY currency ORDER BY currency",
+        f"WHERE {in_list('run_id', '?')} GROUP BY currency ORDER BY currency",
         [list(run_ids)],
     ).fetchall()
     return [_charges(row) for row in rows]
@@ -97,7 +98,7 @@ def charges_by_set(
     ensure_schema(conn, tables)
     rows = conn.execute(
         f"SELECT set_id, {_CHARGES_COLUMNS} FROM {tables.audit} "
-        "WHERE set_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) "
+        f"WHERE {in_list('set_id', '?')} "
         "GROUP BY set_id, currency ORDER BY set_id, currency",
         [list(set_ids)],
     ).fetchall()

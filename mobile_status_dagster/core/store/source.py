@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 
 from mobile_status_dagster.core.errors import ConfigurationError
+from mobile_status_dagster.core.store.fragments import in_list
 from mobile_status_dagster.core.store.number_sql import quote_identifier
 from mobile_status_dagster.core.store.schema import DEFAULT_SOURCE
 
@@ -88,7 +89,7 @@ def source_rows_sql(
         set_col = f"CAST({quote_identifier(source.set_column)} AS VARCHAR)"
         sql = (
             f"SELECT {set_col} AS set_id, {mobile} AS mobile_raw FROM {table} "
-            f"WHERE {set_col} IN (SELECT unnest(CAST($partition_keys AS VARCHAR[])))"
+            f"WHERE {in_list(set_col, '$partition_keys')}"
         )
         return sql, {"partition_keys": [p.key for p in partitions]}
     assert source.time_column is not None

@@ -14,6 +14,7 @@ from mobile_status_dagster.core.files import private_output
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.core.store.connection import copy_target, transaction
+from mobile_status_dagster.core.store.fragments import in_list
 from mobile_status_dagster.core.store.number_sql import quote_identifier
 from mobile_status_dagster.core.store.plan import RUN_ROWS, fresh_sql, load_run_rows
 from mobile_status_dagster.core.store.schema import (
@@ -150,7 +151,7 @@ def export_set(
         CREATE OR REPLACE TEMP TABLE {_EXPORT} AS
         SELECT DISTINCT ON (mobile) mobile, status, operator, prefix_operator, ported, checked_at
         FROM {tables.published}
-        WHERE set_id = ? AND valid AND status_code IN (SELECT unnest(CAST(? AS INTEGER[])))
+        WHERE set_id = ? AND valid AND {in_list("status_code", "?", "INTEGER")}
         ORDER BY mobile
         """,
         [set_id, [int(s) for s in statuses]],
