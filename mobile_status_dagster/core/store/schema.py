@@ -119,7 +119,9 @@ COST = "DECIMAL(38, 6)"
 """A sum of prices (``DECIMAL(18, 6)``): what DuckDB's ``sum`` of them gives."""
 
 
-def _ddl(tables: Tables) -> str:
+def table_ddl(tables: Tables) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of every table of ``tables`` (DuckDB's types; the
+    PostgreSQL store maps the two it names differently, ``TINYINT`` and ``DOUBLE``)."""
     return f"""
 CREATE TABLE IF NOT EXISTS {tables.cache} (
     mobile        VARCHAR NOT NULL,
@@ -195,7 +197,7 @@ CREATE TABLE IF NOT EXISTS {tables.charges} (
 
 
 def summary_rows_sql(published: str) -> str:
-    """``SELECT`` of the summary rows of ``published`` (the published table, or a
+    """``SELECT`` (valid in DuckDB and PostgreSQL) of the summary rows of ``published`` (the published table, or a
     subquery of its rows): rows per set × status × operator × ported.
 
     Invalid rows count under status ``invalid``; valid rows without an answer under
@@ -206,12 +208,12 @@ def summary_rows_sql(published: str) -> str:
                CASE WHEN NOT valid THEN 'invalid' ELSE coalesce(status, 'none') END AS status,
                operator, ported, count(*) AS numbers
         FROM {published}
-        GROUP BY ALL
+        GROUP BY 1, 2, 3, 4
     """
 
 
 def charges_rows_sql(attempts: str) -> str:
-    """``SELECT`` of the charges rows of ``attempts`` (the audit, or a subquery of rows
+    """``SELECT`` (valid in DuckDB and PostgreSQL) of the charges rows of ``attempts`` (the audit, or a subquery of rows
     shaped like it): calls, billed calls and cost per UTC day × set × run × currency."""
     return f"""
         SELECT CAST(timezone('UTC', requested_at) AS DATE) AS day, set_id, run_id, currency,
@@ -220,7 +222,7 @@ def charges_rows_sql(attempts: str) -> str:
                count(*) FILTER (WHERE possibly_billed) AS possibly_billed_calls,
                CAST(coalesce(sum(unit_price) FILTER (WHERE billed), 0) AS {COST}) AS cost
         FROM {attempts}
-        GROUP BY ALL
+        GROUP BY 1, 2, 3, 4
     """
 
 
@@ -282,7 +284,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection, tables: Tables) -> None:
     # Tables without a version row predate it (version 0); no tables at all: a new database.
     version = found if found is not None else (0 if _has_tables(conn, tables) else None)
     with transaction(conn):
-        conn.execute(_ddl(tables))
+        conn.execute(table_ddl(tables))
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {tables.version} "
             "(version INTEGER NOT NULL, migrated_at TIMESTAMPTZ NOT NULL)"
