@@ -197,8 +197,9 @@ CREATE TABLE IF NOT EXISTS {tables.charges} (
 
 
 def summary_rows_sql(published: str) -> str:
-    """``SELECT`` (valid in DuckDB and PostgreSQL) of the summary rows of ``published`` (the published table, or a
-    subquery of its rows): rows per set × status × operator × ported.
+    """``SELECT`` (valid in DuckDB and PostgreSQL) of the summary rows of ``published``
+    (the published table, or a subquery of its rows): rows per set × status × operator ×
+    ported.
 
     Invalid rows count under status ``invalid``; valid rows without an answer under
     ``none``.
@@ -213,8 +214,9 @@ def summary_rows_sql(published: str) -> str:
 
 
 def charges_rows_sql(attempts: str) -> str:
-    """``SELECT`` (valid in DuckDB and PostgreSQL) of the charges rows of ``attempts`` (the audit, or a subquery of rows
-    shaped like it): calls, billed calls and cost per UTC day × set × run × currency."""
+    """``SELECT`` (valid in DuckDB and PostgreSQL) of the charges rows of ``attempts`` (the
+    audit, or a subquery of rows shaped like it): calls, billed calls and cost per UTC
+    day × set × run × currency."""
     return f"""
         SELECT CAST(timezone('UTC', requested_at) AS DATE) AS day, set_id, run_id, currency,
                count(*) AS calls,
