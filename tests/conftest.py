@@ -1,13 +1,16 @@
-"""Fixtures: a simulator on loopback and a DuckDB file per test."""
+"""Fixtures: a simulator on loopback, a DuckDB file per test, and a PostgreSQL server per
+session with an empty database per test."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mobile_status_dagster.simulator import SimulatorConfig, SimulatorServer
+from tests.postgres_server import PostgresServer, PostgresServerInfo, PostgresUnavailable
 
 
 @pytest.fixture
@@ -36,3 +39,33 @@ def db(tmp_path: Path) -> Path:
 def _no_dagster_home(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests use ephemeral Dagster instances unless they set DAGSTER_HOME themselves."""
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServerInfo]:
+    """A PostgreSQL server on 127.0.0.1, started once per session when a test first asks.
+
+    Its database :attr:`~PostgresServerInfo.dbname` is shared by the session; a test that
+    writes uses :func:`postgres_url`. Where no server can start the test is skipped, but under
+    ``CI=true`` it fails: CI must not pass by skipping the PostgreSQL tests.
+    """
+    server = PostgresServer()
+    try:
+        info = server.start()
+    except PostgresUnavailable as exc:
+        server.stop()
+        reason = f"no PostgreSQL server for tests: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield info
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServerInfo) -> Iterator[str]:
+    """URL of a new empty database ``test_<uuid hex>`` on :func:`postgres_server`, dropped after."""
+    with postgres_server.fresh_database() as database:
+        yield database.url
