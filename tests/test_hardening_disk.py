@@ -31,11 +31,11 @@ from mobile_status_dagster.core.client import AsyncMobileStatusClient, ClientSet
 from mobile_status_dagster.core.engine import EnrichmentJob, enrich, journal_dir_for
 from mobile_status_dagster.core.engine.enrich import EnrichmentReport, recover_journal
 from mobile_status_dagster.core.engine.journal import Journal, leftover_segments
-from mobile_status_dagster.core.engine.provider_lock import LOCK_NAME, provider_turn
 from mobile_status_dagster.core.errors import LoadError, StoreError, UntrustedFileError
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.core.store import Partition, SourceTable, file_connect
+from mobile_status_dagster.core.store.file_lock import LOCK_NAME, provider_turn
 from mobile_status_dagster.core.store.load import load_file
 from mobile_status_dagster.core.store.plan import plan_run
 from mobile_status_dagster.core.store.record import fold_segment, iter_spool
@@ -50,6 +50,7 @@ OTHER_UID = 4242
 """A uid that is not the test's (the suite runs as root, which may ``chown`` to it)."""
 FAKE_ORDER = "FAKE0RDER0000000000000000000000"
 enrich_module = importlib.import_module("mobile_status_dagster.core.engine.enrich")
+duckdb_store_module = importlib.import_module("mobile_status_dagster.core.store.duckdb_store")
 
 
 @pytest.fixture(autouse=True)
@@ -191,7 +192,7 @@ def test_every_file_of_a_real_run_is_private(
     seed_sets(db, {"s": numbers})
     seen: dict[str, int] = {}
     spool_reader = enrich_module.iter_spool
-    folder = enrich_module.fold_segment
+    folder = duckdb_store_module.fold_segment
 
     def watching_spool(path: Path, batch_size: int = 2048) -> Iterator[tuple[str, str, str]]:
         directory = path.parent
@@ -210,7 +211,7 @@ def test_every_file_of_a_real_run_is_private(
         return result
 
     monkeypatch.setattr(enrich_module, "iter_spool", watching_spool)
-    monkeypatch.setattr(enrich_module, "fold_segment", watching_fold)
+    monkeypatch.setattr(duckdb_store_module, "fold_segment", watching_fold)
     report = run_engine(simulator, db, "run-1")
     assert report.ok, report.stop_message()
     assert seen == {

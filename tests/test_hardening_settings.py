@@ -63,6 +63,7 @@ from tests.support import (
 
 # The module, not the function the package exports under the same name.
 enrich_module = importlib.import_module("mobile_status_dagster.core.engine.enrich")
+duckdb_store_module = importlib.import_module("mobile_status_dagster.core.store.duckdb_store")
 
 TOKEN = "S3CRETt0ken0000111122223333abcd"
 BASE: dict[str, Any] = {"base_url": "https://provider.example.com", "token": TOKEN}
@@ -471,7 +472,7 @@ def test_a_disk_error_while_folding_keeps_the_segment_in_the_journal(
     def full_disk(*args: Any, **kwargs: Any) -> Any:
         raise duckdb.IOException("IO Error: No space left on device")
 
-    monkeypatch.setattr(enrich_module, "fold_segment", full_disk)
+    monkeypatch.setattr(duckdb_store_module, "fold_segment", full_disk)
     with pytest.raises(StoreWriteError) as caught:
         recover_journal(file_connect(str(db)), directory)
     assert good.name in str(caught.value)
@@ -492,7 +493,7 @@ def test_an_in_run_fold_failure_says_what_to_do_and_the_next_run_quarantines_it(
             raise duckdb.ConversionException("Conversion Error: refused for the test")
         return real_fold(conn, path, **kw)
 
-    monkeypatch.setattr(enrich_module, "fold_segment", refuse_first_run)
+    monkeypatch.setattr(duckdb_store_module, "fold_segment", refuse_first_run)
     with pytest.raises(StoreWriteError) as caught:
         engine_run(simulator, db, "first")
     message = str(caught.value)

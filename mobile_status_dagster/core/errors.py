@@ -13,9 +13,10 @@ into its exit status.
     │   ├── ExportError               an export cannot be written
     │   ├── UnknownSetError           a set id with no rows, or no database yet
     │   └── DemoDirectoryError        the demo must not overwrite this directory
-    ├── StoreError                    DuckDB failed (category store); paid answers are kept
-    │   ├── DatabaseOpenError         the file cannot be opened
+    ├── StoreError                    the store failed (category store); paid answers are kept
+    │   ├── DatabaseOpenError         the file or server cannot be opened
     │   ├── StoreWriteError           a write was refused mid-run; answers are in the journal
+    │   ├── SegmentRefusedError       the store refused a journal segment's data
     │   ├── UntrustedFileError        a journal path another user could have planted
     │   ├── UnfoldableSegmentError    a journal segment cannot be folded nor quarantined
     │   └── SchemaVersionError        the tables were written by a newer version
@@ -98,17 +99,27 @@ class DemoDirectoryError(InputError):
 
 
 class StoreError(MobileStatusError):
-    """DuckDB could not be opened or written; every paid answer is kept."""
+    """The store (DuckDB or PostgreSQL) could not be opened or written; every paid
+    answer is kept."""
 
     category = "store"
 
 
 class DatabaseOpenError(StoreError):
-    """The DuckDB file cannot be opened; the message names it."""
+    """The DuckDB file or the PostgreSQL server cannot be opened; the message names it."""
 
 
 class StoreWriteError(StoreError):
-    """DuckDB refused a write mid-run; the answers are safe in the journal."""
+    """The store refused a write mid-run; the answers are safe in the journal."""
+
+
+class SegmentRefusedError(StoreError):
+    """The store refused a journal segment for what it holds (a value it cannot take),
+    not for the disk or the server: recovery quarantines the segment and goes on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class UnfoldableSegmentError(StoreError):

@@ -30,7 +30,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -38,14 +37,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
-
 from mobile_status_dagster.core.client.async_client import AsyncMobileStatusClient
 from mobile_status_dagster.core.client.budget import ChargeBudget
 from mobile_status_dagster.core.client.results import CheckResult
 from mobile_status_dagster.core.engine.journal import Journal, Segment, leftover_segments
 from mobile_status_dagster.core.engine.latency import LatencySample
-from mobile_status_dagster.core.engine.provider_lock import provider_turn
 from mobile_status_dagster.core.errors import (
     BudgetExhaustedError,
     DatabaseOpenError,
@@ -53,23 +49,25 @@ from mobile_status_dagster.core.errors import (
     ErrorCategory,
     FatalProviderError,
     MobileStatusError,
+    SegmentRefusedError,
+    StoreError,
     StoreWriteError,
     UnfoldableSegmentError,
-    UntrustedFileError,
 )
 from mobile_status_dagster.core.freshness import Freshness
-from mobile_status_dagster.core.numbers import mask
+from mobile_status_dagster.core.store.backend import StateStore
 from mobile_status_dagster.core.store.connection import Connect
-from mobile_status_dagster.core.store.plan import RunPlan, plan_run
-from mobile_status_dagster.core.store.publish import PartitionOutcome, publish_partitions
-from mobile_status_dagster.core.store.record import FoldResult, fold_segment, iter_spool
-from mobile_status_dagster.core.store.schema import DEFAULT_TABLES, Tables, ensure_schema
+from mobile_status_dagster.core.store.duckdb_store import DuckDBStore
+from mobile_status_dagster.core.store.plan import RunPlan
+from mobile_status_dagster.core.store.publish import PartitionOutcome
+from mobile_status_dagster.core.store.record import FoldResult, iter_spool
+from mobile_status_dagster.core.store.schema import DEFAULT_TABLES, Tables
 from mobile_status_dagster.core.store.source import Partition, SourceTable
 
 log = logging.getLogger("mobile_status_dagster.core.engine")
 
-#: Fold the journal into DuckDB at least this often, and after this many answers.
-FOLD_EVERY_S = 2.0
+#: Fold the journal into the store after this many answers (and every
+#: ``store.fold_every_s``).
 FOLD_EVERY_ANSWERS = 5000
 PROGRESS_EVERY_S = 5.0
 
@@ -224,15 +222,6 @@ def journal_dir_for(database: str, tables: Tables = DEFAULT_TABLES) -> Path:
 QUARANTINE = "quarantine"
 """The folder, inside the journal directory, of segments that cannot be folded."""
 
-#: DuckDB errors that say nothing about the segment (the disk, memory, an interrupt, a
-#: conflicting or read-only database): the segment stays in the journal for the next run.
-_ENVIRONMENT_ERRORS: tuple[type[duckdb.Error], ...] = (
-    duckdb.OperationalError,  # IOException, OutOfMemoryException, TransactionException, …
-    duckdb.InterruptException,
-    duckdb.FatalException,
-    duckdb.PermissionException,
-)
-
 
 @dataclass(frozen=True)
 class QuarantinedSegment:
@@ -243,7 +232,7 @@ class QuarantinedSegment:
     path: Path
     """Where it is now, in ``<journal>/quarantine/``."""
     reason: str
-    """Why it could not be folded (DuckDB's error, numbers masked)."""
+    """Why it could not be folded (the store's error, numbers masked)."""
     attempts: int
     billed: int
 
@@ -251,12 +240,12 @@ class QuarantinedSegment:
     def message(self) -> str:
         """What happened, what it means, and what to do."""
         return (
-            f"journal segment {self.segment} cannot be folded into DuckDB ({self.reason}); "
+            f"journal segment {self.segment} cannot be folded into the store ({self.reason}); "
             f"moved it to {self.path}. Its {self.attempts} provider attempt(s), "
             f"{self.billed} of them billed, are NOT in the audit or the cache (a number "
             "answered only there is asked, and paid for, again when a run needs it). "
             "The file is kept: inspect it, fix "
-            "what DuckDB refused (e.g. the price in its first line), then move it back "
+            "what the store refused (e.g. the price in its first line), then move it back "
             f"into {self.path.parent.parent} for the next run to fold (or fold it by hand "
             "with mobile_status_dagster.core.store.record.fold_segment)"
         )
@@ -269,23 +258,35 @@ def recover_journal(
     *,
     on_quarantine: Callable[[QuarantinedSegment], None] | None = None,
 ) -> int:
-    """Fold segments left by runs that died into DuckDB; return how many answers came back.
+    """Fold segments left by runs that died into a DuckDB database; see
+    :func:`recover_segments`."""
+    return recover_segments(DuckDBStore(connect, journal_dir), tables, on_quarantine=on_quarantine)
 
-    A segment DuckDB refuses to fold (an error of the segment's data, not of the disk or
-    the database) cannot poison every later run: it is moved to
+
+def recover_segments(
+    store: StateStore,
+    tables: Tables = DEFAULT_TABLES,
+    *,
+    on_quarantine: Callable[[QuarantinedSegment], None] | None = None,
+) -> int:
+    """Fold segments left by runs that died into ``store``; return how many answers came back.
+
+    A segment the store refuses to fold (an error of the segment's data, not of the disk,
+    the server or the database) cannot poison every later run: it is moved to
     ``<journal_dir>/quarantine/``, the error is logged naming it (and passed to
     ``on_quarantine``), and recovery goes on; its answers are not counted.
 
     Raises:
-        StoreError: the database cannot be opened or prepared, or DuckDB failed for a
+        StoreError: the database cannot be opened or prepared, or it failed for a
             reason that is not the segment's (disk full, out of memory, …): the segment
             stays in the journal for the next run. :class:`UnfoldableSegmentError` when a
             segment that cannot be folded cannot be quarantined either.
     """
+    journal_dir = store.journal_dir
     recovered = 0
     for segment in leftover_segments(journal_dir):
         try:
-            result = _recover_segment(connect, segment, journal_dir, tables)
+            result = _recover_segment(store, segment, tables)
         except BaseException:
             segment.release()
             raise
@@ -303,32 +304,20 @@ def recover_journal(
 
 
 def _recover_segment(
-    connect: Connect, segment: Segment, journal_dir: Path, tables: Tables
+    store: StateStore, segment: Segment, tables: Tables
 ) -> FoldResult | QuarantinedSegment:
-    """Fold ``segment``, or move it (still locked) to the quarantine if DuckDB refuses it."""
+    """Fold ``segment``, or move it (still locked) to the quarantine if the store refuses it."""
+    journal_dir = store.journal_dir
     name = segment.path.name
     kept = f"journal segment {name} is kept in {journal_dir} and folded by the next run"
-    stage = "open"
     try:
-        with connect() as conn:
-            ensure_schema(conn, tables)
-            stage = "fold"
-            result = fold_segment(conn, segment.path, tables=tables)
-            stage = "close"
-        return result
-    except duckdb.Error as error:
-        if stage == "open":
-            reason = _duckdb_reason(error)
-            raise DatabaseOpenError(
-                f"cannot open the database to recover the journal ({reason}); {kept}"
-            ) from None
-        if stage == "close" or isinstance(error, _ENVIRONMENT_ERRORS):
-            raise StoreWriteError(
-                f"could not fold journal segment {name} into DuckDB "
-                f"({_duckdb_reason(error)}); fix the cause and rerun: the {kept}"
-            ) from None
-        reason = _duckdb_reason(error)
-    return _quarantine(segment, journal_dir, reason)
+        return store.fold(segment.path, tables=tables)
+    except SegmentRefusedError as error:
+        return _quarantine(segment, journal_dir, error.reason)
+    except DatabaseOpenError as error:
+        raise DatabaseOpenError(f"{error} (while recovering the journal; {kept})") from None
+    except StoreWriteError as error:
+        raise StoreWriteError(f"{error}; fix the cause and rerun: the {kept}") from None
 
 
 def _quarantine(segment: Segment, journal_dir: Path, reason: str) -> QuarantinedSegment:
@@ -348,7 +337,7 @@ def _quarantine(segment: Segment, journal_dir: Path, reason: str) -> Quarantined
         os.rename(segment.path, target)
     except OSError as error:
         raise UnfoldableSegmentError(
-            f"journal segment {name} cannot be folded into DuckDB ({reason}) and could not "
+            f"journal segment {name} cannot be folded into the store ({reason}) and could not "
             f"be moved to {folder} ({error}); it is kept in {journal_dir}: move it aside "
             "by hand and rerun"
         ) from None
@@ -393,53 +382,50 @@ def _attempt_counts(path: Path) -> tuple[int, int]:
     return attempts, billed
 
 
-def _duckdb_reason(error: BaseException) -> str:
-    """``ConversionException: Could not convert …``: the first line, numbers masked."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {_LONG_DIGITS.sub(lambda m: mask(m.group()), first)}"
-
-
-_LONG_DIGITS = re.compile(r"\d{11,}")
-
-
 async def enrich(
     job: EnrichmentJob,
     *,
     client: AsyncMobileStatusClient,
-    connect: Connect,
-    journal_dir: Path,
+    connect: Connect | None = None,
+    journal_dir: Path | None = None,
+    store: StateStore | None = None,
     progress: Callable[[Progress], None] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> EnrichmentReport:
     """Run ``job``: pay only for numbers not fresh in the cache, keep every answer.
 
+    The state lives in ``store``, or (the embedded default) in the DuckDB database of
+    ``connect`` with its journal in ``journal_dir``.
+
     Returns the report; a run that could not publish every partition has
     ``report.ok == False`` and says why in ``report.stop_message()``.
     """
+    if store is None:
+        if connect is None or journal_dir is None:
+            raise TypeError("enrich() needs a store, or both connect and journal_dir")
+        store = DuckDBStore(connect, journal_dir)
+    journal_dir = store.journal_dir
     spool = journal_dir / f"{job.run_id}-{os.getpid()}{SPOOL_SUFFIX}"
     phases = _PhaseClock()
-    async with provider_turn(journal_dir):
+    async with store.turn(job.tables):
         phases.lap("wait")
         now = clock()
         _remove_dead_spools(journal_dir)
         quarantined: list[QuarantinedSegment] = []
         await asyncio.to_thread(
-            recover_journal, connect, journal_dir, job.tables, on_quarantine=quarantined.append
+            recover_segments, store, job.tables, on_quarantine=quarantined.append
         )
         phases.lap("recover")
-        with connect() as conn:
-            ensure_schema(conn, job.tables)
-            job.source.check_exists(conn)
-            plan = plan_run(
-                conn,
-                job.source,
-                job.partitions,
-                tables=job.tables,
-                freshness=job.freshness,
-                now=now,
-                force_refresh=job.force_refresh,
-                spool=spool,
-            )
+        plan = await asyncio.to_thread(
+            store.plan,
+            job.source,
+            job.partitions,
+            tables=job.tables,
+            freshness=job.freshness,
+            now=now,
+            force_refresh=job.force_refresh,
+            spool=spool,
+        )
         report = EnrichmentReport(
             run_id=job.run_id,
             plan=plan,
@@ -450,27 +436,25 @@ async def enrich(
         phases.lap("plan")
         try:
             if plan.to_send:
-                await _check_all(job, report, client, connect, journal_dir, spool, progress)
+                await _check_all(job, report, client, store, spool, progress)
         finally:
             spool.unlink(missing_ok=True)
             phases.lap("check")
     try:
-        with connect() as conn:
-            report.outcomes = publish_partitions(
-                conn,
-                job.source,
-                job.partitions,
-                tables=job.tables,
-                run_id=job.run_id,
-                freshness=job.freshness,
-                now=now,
-                force_refresh=job.force_refresh,
-            )
-    except (duckdb.Error, DatabaseOpenError) as error:
+        report.outcomes = await asyncio.to_thread(
+            store.publish,
+            job.source,
+            job.partitions,
+            tables=job.tables,
+            run_id=job.run_id,
+            freshness=job.freshness,
+            now=now,
+            force_refresh=job.force_refresh,
+        )
+    except StoreWriteError as error:
         raise StoreWriteError(
-            f"could not publish to DuckDB ({type(error).__name__}: {error}); every answer of "
-            "this run is already in the cache and the audit, so a rerun publishes without "
-            "paying again"
+            f"{error}; every answer of this run is already in the cache and the audit, so a "
+            "rerun publishes without paying again"
         ) from None
     phases.lap("publish")
     report.cost = job.unit_price * report.billed
@@ -497,7 +481,7 @@ class _Stopping:
     reasons: list[str] = field(default_factory=list)
     cause: type[MobileStatusError] | None = None
     store_error: str | None = None
-    """Set when DuckDB or the journal refused a write: the run then fails, answers kept."""
+    """Set when the store or the journal refused a write: the run then fails, answers kept."""
 
     def stop(self, reason: str, cause: type[MobileStatusError]) -> None:
         """Stop feeding numbers; the first cause is the run's."""
@@ -520,16 +504,16 @@ async def _check_all(
     job: EnrichmentJob,
     report: EnrichmentReport,
     client: AsyncMobileStatusClient,
-    connect: Connect,
-    journal_dir: Path,
+    store: StateStore,
     spool: Path,
     progress: Callable[[Progress], None] | None,
 ) -> None:
     """Check the spooled numbers, journal each answer, fold the journal as it grows.
 
-    Stops feeding new numbers on a fatal provider error, on the budget, or when DuckDB
-    refuses a write; requests in flight always finish and are journaled.
+    Stops feeding new numbers on a fatal provider error, on the budget, or when the
+    store refuses a write; requests in flight always finish and are journaled.
     """
+    journal_dir = store.journal_dir
     journal = Journal(journal_dir, job.run_id, unit_price=job.unit_price, currency=job.currency)
     budget = ChargeBudget(job.max_billed) if job.max_billed is not None else None
     in_flight: dict[str, tuple[str, str]] = {}
@@ -552,14 +536,14 @@ async def _check_all(
             segment.release()
             return
         try:
-            await asyncio.to_thread(_fold_and_discard, connect, segment, job.tables)
-        except (duckdb.Error, DatabaseOpenError, UntrustedFileError) as error:
+            await asyncio.to_thread(_fold_and_discard, store, segment, job.tables)
+        except StoreError as error:
             segment.release()
             stopping.store_failed(
-                f"could not write answers to DuckDB ({type(error).__name__}: {error}); "
+                f"could not write answers to {store.name} ({type(error).__name__}: {error}); "
                 f"they are kept in the journal {journal_dir} (segment {segment.path.name}) "
                 "and the next run records them first: fix the cause and rerun. A segment "
-                "DuckDB still cannot fold then is moved to "
+                f"{store.name} still cannot fold then is moved to "
                 f"{journal_dir / QUARANTINE} for you to inspect, and that run goes on "
                 "without its answers"
             )
@@ -573,7 +557,7 @@ async def _check_all(
             _count(report, result)
             since_fold += 1
             now = time.perf_counter()
-            if since_fold >= FOLD_EVERY_ANSWERS or now - last_fold >= FOLD_EVERY_S:
+            if since_fold >= FOLD_EVERY_ANSWERS or now - last_fold >= store.fold_every_s:
                 if folding is not None:
                     await folding
                 folding = asyncio.create_task(fold(journal.rotate()))
@@ -625,9 +609,8 @@ def _remove_dead_spools(journal_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _fold_and_discard(connect: Connect, segment: Segment, tables: Tables) -> None:
-    with connect() as conn:  # the run's plan created the schema
-        fold_segment(conn, segment.path, tables=tables)
+def _fold_and_discard(store: StateStore, segment: Segment, tables: Tables) -> None:
+    store.fold(segment.path, tables=tables)
     segment.discard()
 
 

@@ -1,4 +1,4 @@
-"""One run at a time calls the provider for a database: a file lock beside its journal.
+"""One run at a time calls the provider for a DuckDB database: a file lock beside its journal.
 
 Two runs planning overlapping sets at once would both pay for the shared numbers, and
 two runs calling at once would each use the account's whole QPS. Holding this lock

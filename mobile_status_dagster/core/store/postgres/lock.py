@@ -1,7 +1,7 @@
 """Turns across machines: one run at a time calls the provider for a store's tables.
 
 The PostgreSQL counterpart of the file lock beside a DuckDB file
-(:mod:`mobile_status_dagster.core.engine.provider_lock`): a session-level advisory lock,
+(:mod:`mobile_status_dagster.core.store.file_lock`): a session-level advisory lock,
 held from planning to the last answer on a session of its own. The server releases it
 when that session ends, also when its holder is killed or its machine vanishes (the
 session's TCP keepalives end it within about half a minute).
