@@ -549,19 +549,35 @@ async def _check_all(
             )
 
     folding: asyncio.Task[None] | None = None
+    fold_turn = asyncio.Lock()
     check_started = last_fold = last_progress = time.perf_counter()
-    since_fold = 0
+
+    async def start_fold() -> None:
+        """Hand the journal's current segment to a fold, after the previous one ended."""
+        nonlocal folding, last_fold
+        async with fold_turn:
+            if folding is not None:
+                await folding
+            if journal.pending:
+                folding = asyncio.create_task(fold(journal.rotate()))
+                last_fold = time.perf_counter()
+
+    async def fold_on_time() -> None:
+        """Fold every ``fold_every_s`` even while no answer arrives (a slow provider), so
+        an answer waits in the local journal at most that long."""
+        while True:
+            await asyncio.sleep(store.fold_every_s)
+            if time.perf_counter() - last_fold >= store.fold_every_s:
+                await start_fold()
+
+    ticker = asyncio.create_task(fold_on_time())
     try:
         async for result in client.check_many(numbers(), on_result=persist, budget=budget):
             in_flight.pop(result.mobile)
             _count(report, result)
-            since_fold += 1
             now = time.perf_counter()
-            if since_fold >= FOLD_EVERY_ANSWERS or now - last_fold >= store.fold_every_s:
-                if folding is not None:
-                    await folding
-                folding = asyncio.create_task(fold(journal.rotate()))
-                since_fold, last_fold = 0, now
+            if journal.pending >= FOLD_EVERY_ANSWERS or now - last_fold >= store.fold_every_s:
+                await start_fold()
             if progress is not None and now - last_progress >= PROGRESS_EVERY_S:
                 last_progress = now
                 report.check_s = now - check_started
@@ -574,8 +590,10 @@ async def _check_all(
         stopping.store_failed(f"could not write the answer journal in {journal_dir} ({error})")
     finally:
         report.check_s = time.perf_counter() - check_started
-        if folding is not None:
-            await folding
+        ticker.cancel()
+        async with fold_turn:
+            if folding is not None:
+                await folding
         await fold(journal.current)
     if budget is not None and report.sent < report.plan.to_send and not stopping.stopped:
         stopping.stop(

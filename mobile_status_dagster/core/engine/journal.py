@@ -144,6 +144,8 @@ class Journal:
         self._currency = currency
         self._sequence = 0
         self.current = self._new_segment()
+        self.pending = 0
+        """Answers written to :attr:`current` (the segment not handed out for folding)."""
 
     def _new_segment(self) -> Segment:
         self._sequence += 1
@@ -169,6 +171,7 @@ class Journal:
                     line["keep_st"] = int(result.status)
             lines.append(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
         self._write_lines(lines)
+        self.pending += 1
 
     def _write_lines(self, lines: list[str]) -> None:
         # "replace": a lone surrogate (in a set id, say) must not lose a paid answer.
@@ -178,6 +181,7 @@ class Journal:
         """Start a new segment; return the previous one, still locked, for folding."""
         previous = self.current
         self.current = self._new_segment()
+        self.pending = 0
         return previous
 
 
