@@ -361,3 +361,14 @@ def mask(value: object) -> str:
         return "*" * len(text)
     shown = text[:3] + _MASK + text[-4:]
     return "".join(char if char.isprintable() else "?" for char in shown)
+
+
+_LONG_DIGITS = re.compile(r"\d{11,}")
+
+
+def error_reason(error: BaseException) -> str:
+    """``ConversionException: Could not convert …``: an error's class and first line,
+    every run of 11 or more digits (a phone number) masked. For messages and logs."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {_LONG_DIGITS.sub(lambda m: mask(m.group()), first)}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from mobile_status_dagster.core.errors import (
     StoreWriteError,
 )
 from mobile_status_dagster.core.freshness import Freshness
-from mobile_status_dagster.core.numbers import mask
+from mobile_status_dagster.core.numbers import error_reason
 from mobile_status_dagster.core.store.connection import Connect
 from mobile_status_dagster.core.store.file_lock import provider_turn
 from mobile_status_dagster.core.store.plan import RunPlan, plan_run
@@ -37,14 +36,6 @@ _ENVIRONMENT_ERRORS: tuple[type[duckdb.Error], ...] = (
     duckdb.FatalException,
     duckdb.PermissionException,
 )
-
-_LONG_DIGITS = re.compile(r"\d{11,}")
-
-
-def duckdb_reason(error: BaseException) -> str:
-    """``ConversionException: Could not convert …``: the first line, numbers masked."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {_LONG_DIGITS.sub(lambda m: mask(m.group()), first)}"
 
 
 @dataclass
@@ -97,7 +88,7 @@ class DuckDBStore:
                 stage = "close"
             return result
         except duckdb.Error as error:
-            reason = duckdb_reason(error)
+            reason = error_reason(error)
             if stage == "open":
                 raise DatabaseOpenError(f"cannot open the database ({reason})") from None
             if stage == "close" or isinstance(error, _ENVIRONMENT_ERRORS):
