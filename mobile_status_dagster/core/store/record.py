@@ -7,6 +7,10 @@ to ``provider_calls`` (and their charges to ``mobile_status_charges``), replaces
 cache rows of its answers, and records the segment name, so a segment folded twice
 (after a crash between commit and delete) is a no-op.
 
+The pieces that read a segment (:func:`check_segment`, :func:`segment_lines`,
+:func:`attempt_rows_sql`, :func:`answer_rows_sql`) are shared with the PostgreSQL store
+(:mod:`mobile_status_dagster.core.store.postgres.record`), which folds the same rows.
+
 DuckDB's readers take a path as a glob pattern; the segment and the spool are passed as
 :func:`~mobile_status_dagster.core.files.literal_path`, so a run id or a database
 directory with ``*``, ``?`` or ``[`` reads exactly its own file.
@@ -14,6 +18,7 @@ directory with ``*``, ``?`` or ``[`` reads exactly its own file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,15 +84,62 @@ def fold_segment(conn: duckdb.DuckDBPyConnection, path: Path, *, tables: Tables)
             user that only the user may write (a symlink, a file of another owner): it
             is not folded.
     """
+    check_segment(path)
+    name = path.name
+    if conn.execute(f"SELECT 1 FROM {tables.segments} WHERE segment = ?", [name]).fetchone():
+        return FoldResult(0, 0, already_folded=True)
+    with segment_lines(conn, path) as header, transaction(conn):
+        attempts = _append_attempts(conn, tables, header)
+        answers = _replace_answers(conn, tables, header)
+        conn.execute(
+            f"INSERT INTO {tables.segments} VALUES (?, ?, ?, ?, now())",
+            [name, header.run_id, attempts, answers],
+        )
+    return FoldResult(attempts, answers, already_folded=False)
+
+
+def check_segment(path: Path) -> None:
+    """Refuse a segment that is not a regular file of the current user only they may write.
+
+    Raises:
+        UntrustedFileError: ``path`` is missing, a symlink, not a regular file, of
+            another owner, or writable by group or others.
+    """
     try:
         problem = file_problem(os.lstat(path))
     except OSError as error:
         problem = f"it cannot be read ({error.strerror})"
     if problem is not None:
         raise UntrustedFileError(f"refusing to fold journal segment {path}: {problem}")
-    name = path.name
-    if conn.execute(f"SELECT 1 FROM {tables.segments} WHERE segment = ?", [name]).fetchone():
-        return FoldResult(0, 0, already_folded=True)
+
+
+@dataclass(frozen=True)
+class SegmentHeader:
+    """A segment's first line: the run, its unit price (exact decimal text), its currency."""
+
+    run_id: str | None
+    price: str | None
+    currency: str | None
+
+    @property
+    def attempt_params(self) -> dict[str, str]:
+        """The parameters of :func:`attempt_rows_sql`."""
+        return {
+            "price": self.price or "0",
+            "currency": self.currency or "",
+            "run_id": self.run_id or "",
+        }
+
+    @property
+    def answer_params(self) -> dict[str, str | None]:
+        """The parameters of :func:`answer_rows_sql`."""
+        return {"run_id": self.run_id}
+
+
+@contextlib.contextmanager
+def segment_lines(conn: duckdb.DuckDBPyConnection, path: Path) -> Iterator[SegmentHeader]:
+    """The lines of segment ``path`` as a temporary table of ``conn`` while the block runs
+    (read by :func:`attempt_rows_sql` and :func:`answer_rows_sql`); yields its header."""
     columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in JOURNAL_KEYS.items()) + "}"
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE {_LINES} AS SELECT * FROM read_json(?, "
@@ -100,28 +152,15 @@ def fold_segment(conn: duckdb.DuckDBPyConnection, path: Path, *, tables: Tables)
             "WHERE run IS NOT NULL"
         ).fetchone()
         run_id, price, currency = header if header else (None, None, None)
-        with transaction(conn):
-            attempts = _append_attempts(conn, tables, run_id, price, currency)
-            answers = _replace_answers(conn, tables, run_id)
-            conn.execute(
-                f"INSERT INTO {tables.segments} VALUES (?, ?, ?, ?, now())",
-                [name, run_id, attempts, answers],
-            )
+        yield SegmentHeader(run_id, price, currency)
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {_LINES}")
-    return FoldResult(attempts, answers, already_folded=False)
 
 
-def _append_attempts(
-    conn: duckdb.DuckDBPyConnection,
-    tables: Tables,
-    run_id: str | None,
-    price: str | None,
-    currency: str | None,
-) -> int:
-    """Append the segment's attempts to the audit, and add them to the charges."""
-    params = {"price": price or "0", "currency": currency or "", "run_id": run_id or ""}
-    attempts = f"""
+def attempt_rows_sql() -> str:
+    """``SELECT`` of the audit rows (``provider_calls``'s columns, in order) of the lines
+    of :func:`segment_lines`, one per attempt; parameters :attr:`SegmentHeader.attempt_params`."""
+    return f"""
         SELECT o AS order_number, m AS mobile, c AS provider_code, msg AS provider_message,
                st AS status_code, op AS operator, coalesce(b, false) AS billed,
                coalesce(pb, false) AS possibly_billed, CAST($price AS {MONEY}) AS unit_price,
@@ -129,6 +168,26 @@ def _append_attempts(
                ms AS latency_ms, n AS attempt, h AS http_status, e AS error, why AS reason
         FROM {_LINES} WHERE m IS NOT NULL
     """
+
+
+def answer_rows_sql() -> str:
+    """``SELECT`` of the cache rows (``mobile_status_latest``'s columns, in order) of the
+    lines of :func:`segment_lines`: each settled number's latest outcome, one row per
+    number; parameters :attr:`SegmentHeader.answer_params`."""
+    return f"""
+        SELECT m AS mobile, coalesce(keep_st, st) AS status_code,
+               {status_label_sql("coalesce(keep_st, st)")} AS status, op AS operator,
+               o AS order_number, c AS provider_code, {_TIME} AS checked_at,
+               CAST($run_id AS VARCHAR) AS run_id
+        FROM {_LINES} WHERE keep
+        QUALIFY row_number() OVER (PARTITION BY m ORDER BY t DESC) = 1
+    """
+
+
+def _append_attempts(conn: duckdb.DuckDBPyConnection, tables: Tables, header: SegmentHeader) -> int:
+    """Append the segment's attempts to the audit, and add them to the charges."""
+    params = header.attempt_params
+    attempts = attempt_rows_sql()
     row = conn.execute(f"INSERT INTO {tables.audit} {attempts}", params).fetchone()
     _add_charges(conn, tables, charges_rows_sql(f"({attempts})"), params)
     return int(row[0]) if row else 0
@@ -165,18 +224,10 @@ def _add_charges(
     conn.execute(f"DROP TABLE {_CHARGES_DELTA}")
 
 
-def _replace_answers(conn: duckdb.DuckDBPyConnection, tables: Tables, run_id: str | None) -> int:
+def _replace_answers(conn: duckdb.DuckDBPyConnection, tables: Tables, header: SegmentHeader) -> int:
     conn.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE mobile_status_new_answers AS
-        SELECT m AS mobile, coalesce(keep_st, st) AS status_code,
-               {status_label_sql("coalesce(keep_st, st)")} AS status, op AS operator,
-               o AS order_number, c AS provider_code, {_TIME} AS checked_at,
-               CAST($run_id AS VARCHAR) AS run_id
-        FROM {_LINES} WHERE keep
-        QUALIFY row_number() OVER (PARTITION BY m ORDER BY t DESC) = 1
-        """,
-        {"run_id": run_id},
+        f"CREATE OR REPLACE TEMP TABLE mobile_status_new_answers AS {answer_rows_sql()}",
+        header.answer_params,
     )
     # A late fold (a crashed run's journal) must not overwrite a newer answer.
     conn.execute(
