@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import logging
@@ -557,7 +558,8 @@ async def _check_all(
         nonlocal folding, last_fold
         async with fold_turn:
             if folding is not None:
-                await folding
+                # Shielded: cancelling the timer must never cancel a fold under way.
+                await asyncio.shield(folding)
             if journal.pending:
                 folding = asyncio.create_task(fold(journal.rotate()))
                 last_fold = time.perf_counter()
@@ -591,6 +593,8 @@ async def _check_all(
     finally:
         report.check_s = time.perf_counter() - check_started
         ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
         async with fold_turn:
             if folding is not None:
                 await folding
