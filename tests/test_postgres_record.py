@@ -7,12 +7,15 @@ the charges and the folded-segment records must be equal, row for row and type f
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import IO
 
 import duckdb
 import psycopg
@@ -375,9 +378,11 @@ def test_two_sessions_folding_one_segment_at_once_fold_it_once(
     both_looked = threading.Barrier(2)
     write_rows = pg_record._write_rows
 
-    def write_rows_when_both_looked(*args: Path) -> record.SegmentHeader:
+    def write_rows_when_both_looked(
+        segment: Path, attempt_rows: IO[bytes], answer_rows: IO[bytes]
+    ) -> record.SegmentHeader:
         both_looked.wait(timeout=10)
-        return write_rows(*args)
+        return write_rows(segment, attempt_rows, answer_rows)
 
     monkeypatch.setattr(pg_record, "_write_rows", write_rows_when_both_looked)
     connect = PostgresTarget(postgres_url).connect()
@@ -390,3 +395,25 @@ def test_two_sessions_folding_one_segment_at_once_fold_it_once(
         results = [f.result(timeout=30) for f in [pool.submit(fold), pool.submit(fold)]]
     assert sorted(r.already_folded for r in results) == [False, True]
     assert len(pg_state(pg)["audit"]) == 20
+
+
+def test_the_rows_in_transit_are_in_no_named_file(
+    tmp_path: Path, pg: PgConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold killed halfway leaves no file of numbers behind: the CSV files DuckDB writes
+    for COPY have no name, even while they are being read."""
+    (path,) = write_run(tmp_path / "journal", "run-1", mixed_results(numbers(7), START))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    seen: list[list[str]] = []
+    load = pg_record._load
+
+    def listing_load(conn: PgConnection, temporary: str, like: str, rows: IO[bytes]) -> None:
+        seen.append(sorted(os.listdir(scratch)))
+        load(conn, temporary, like, rows)
+
+    monkeypatch.setattr(pg_record, "_load", listing_load)
+    assert pg_record.fold_segment(pg, path, tables=TABLES).answers == 6
+    assert seen == [[], []]
+    assert os.listdir(scratch) == []

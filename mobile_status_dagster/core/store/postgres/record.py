@@ -3,9 +3,10 @@
 The twin of :mod:`mobile_status_dagster.core.store.record` (DuckDB), with the same
 result. The segment is read by a private in-memory DuckDB (one per process, a connection
 of its own per fold), with the same JSON reader and the same ``SELECT``\\ s of attempt
-and answer rows; DuckDB writes those rows as CSV into a private scratch directory, and
-they reach PostgreSQL by ``COPY … FROM STDIN`` into temporary tables — no Python loop
-over rows. Then, in one PostgreSQL transaction:
+and answer rows. DuckDB's CSV writer writes those rows into anonymous temporary files
+(``tempfile.TemporaryFile``: private, and without a name, so a process killed mid-fold
+leaves nothing behind), read back by ``COPY … FROM STDIN`` into temporary tables — no
+Python loop over rows. Then, in one PostgreSQL transaction:
 
 * the segment's name is claimed in ``journal_segments`` (a second fold, also one running
   at the same time in another session, finds it and does nothing);
@@ -24,12 +25,11 @@ import os
 import tempfile
 import threading
 from pathlib import Path
+from typing import IO
 
 import duckdb
 import psycopg
 
-from mobile_status_dagster.core.files import private_umask
-from mobile_status_dagster.core.store.connection import copy_target
 from mobile_status_dagster.core.store.postgres.connection import PgConnect
 from mobile_status_dagster.core.store.postgres.schema import ensure_schema
 from mobile_status_dagster.core.store.record import (
@@ -47,6 +47,7 @@ PgConnection = psycopg.Connection[tuple[object, ...]]
 _ATTEMPTS = "mobile_status_fold_attempts"
 _ANSWERS = "mobile_status_fold_answers"
 _COPY_CHUNK = 1 << 20
+_OPEN_FILES = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
 
 _parser_lock = threading.Lock()
 _parser_database: tuple[int, duckdb.DuckDBPyConnection] | None = None
@@ -86,9 +87,8 @@ def fold_segment(
     name = path.name
     if conn.execute(f"SELECT 1 FROM {tables.segments} WHERE segment = %s", [name]).fetchone():
         return FoldResult(0, 0, already_folded=True)
-    with tempfile.TemporaryDirectory(prefix="mobile-status-fold-") as scratch:
-        attempts_csv, answers_csv = Path(scratch, "attempts.csv"), Path(scratch, "answers.csv")
-        header = _write_rows(path, attempts_csv, answers_csv)
+    with tempfile.TemporaryFile() as attempt_rows, tempfile.TemporaryFile() as answer_rows:
+        header = _write_rows(path, attempt_rows, answer_rows)
         with conn.transaction():
             claimed = conn.execute(
                 f"INSERT INTO {tables.segments} VALUES (%s, %s, 0, 0, now()) "
@@ -97,8 +97,8 @@ def fold_segment(
             )
             if claimed.rowcount == 0:  # folded meanwhile by another session
                 return FoldResult(0, 0, already_folded=True)
-            _load(conn, _ATTEMPTS, tables.audit, attempts_csv)
-            _load(conn, _ANSWERS, tables.cache, answers_csv)
+            _load(conn, _ATTEMPTS, tables.audit, attempt_rows)
+            _load(conn, _ANSWERS, tables.cache, answer_rows)
             attempts = _append_attempts(conn, tables)
             answers = _upsert_answers(conn, tables)
             conn.execute(
@@ -116,18 +116,20 @@ def fold_in_session(connect: PgConnect, path: Path, *, tables: Tables) -> FoldRe
         return fold_segment(conn, path, tables=tables)
 
 
-def _write_rows(segment: Path, attempts_csv: Path, answers_csv: Path) -> SegmentHeader:
-    """Write the segment's audit rows and cache rows as CSV files (DuckDB's writer: NULL
-    unquoted and empty, an empty string quoted, timestamps with their UTC offset)."""
-    with _parser() as duck, private_umask():
-        duck.execute("SET TimeZone = 'UTC'")
+def _write_rows(segment: Path, attempt_rows: IO[bytes], answer_rows: IO[bytes]) -> SegmentHeader:
+    """Write the segment's audit rows and cache rows as CSV into the two open files
+    (DuckDB's writer: NULL unquoted and empty, an empty string quoted, timestamps with
+    their offset, a double's shortest round trip, a decimal's exact digits)."""
+    with _parser() as duck:
+        duck.execute("SET TimeZone = 'UTC'")  # timestamps as text end in +00
         with segment_lines(duck, segment) as header:
-            for select, params, target in (
-                (attempt_rows_sql(), header.attempt_params, attempts_csv),
-                (answer_rows_sql(), header.answer_params, answers_csv),
+            for select, params, rows in (
+                (attempt_rows_sql(), header.attempt_params, attempt_rows),
+                (answer_rows_sql(), header.answer_params, answer_rows),
             ):
+                target = f"'{_OPEN_FILES}/{rows.fileno()}'"  # the open file: it has no name
                 duck.execute(
-                    f"COPY ({select}) TO {copy_target(target)} (FORMAT csv, HEADER false)",
+                    f"COPY ({select}) TO {target} (FORMAT csv, HEADER false, USE_TMP_FILE false)",
                     params,
                 )
     return header
@@ -150,16 +152,16 @@ def _parser() -> duckdb.DuckDBPyConnection:
         return _parser_database[1].cursor()
 
 
-def _load(conn: PgConnection, temporary: str, like: str, rows: Path) -> None:
-    """``rows`` (CSV) into a new temporary table with the columns of ``like``, dropped at
-    the end of the transaction."""
+def _load(conn: PgConnection, temporary: str, like: str, rows: IO[bytes]) -> None:
+    """The CSV file ``rows`` into a new temporary table with the columns of ``like``,
+    dropped at the end of the transaction."""
     conn.execute(f"CREATE TEMP TABLE {temporary} (LIKE {like}) ON COMMIT DROP")
+    rows.seek(0)
     with (
-        rows.open("rb") as source,
         conn.cursor() as cursor,
         cursor.copy(f"COPY {temporary} FROM STDIN (FORMAT csv, ENCODING 'UTF8')") as copy,
     ):
-        while chunk := source.read(_COPY_CHUNK):
+        while chunk := rows.read(_COPY_CHUNK):
             copy.write(chunk)
 
 
