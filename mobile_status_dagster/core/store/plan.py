@@ -14,6 +14,7 @@ from mobile_status_dagster.core.errors import NumberRejectedError
 from mobile_status_dagster.core.files import private_output
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.store.connection import copy_target
+from mobile_status_dagster.core.store.fragments import Dialect, placeholder
 from mobile_status_dagster.core.store.number_sql import (
     normalized_numbers_sql,
     register_number_rules,
@@ -23,6 +24,9 @@ from mobile_status_dagster.core.store.source import Partition, SourceTable, sour
 
 RUN_ROWS = "mobile_status_run_rows"
 """TEMP table holding the normalized rows of the partitions being planned or published."""
+RUN_NUMBERS = "mobile_status_run_numbers"
+"""TEMP table of a plan: each distinct valid number, its first partition, whether it is
+fresh, and why it would be sent."""
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,14 @@ class RunPlan:
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def max_age_sql(status_code_sql: str, freshness: Freshness) -> str:
+def max_age_sql(status_code_sql: str, freshness: Freshness, *, dialect: Dialect = "duckdb") -> str:
     """SQL for the max age, as an INTERVAL, of an answer with status ``status_code_sql``.
 
     The ages are whole microseconds from ``freshness``, written as integer literals, so
-    the SQL and :meth:`Freshness.max_age_for` agree to the microsecond.
+    the SQL and :meth:`Freshness.max_age_for` agree to the microsecond. DuckDB makes the
+    interval with ``to_microseconds``; PostgreSQL (``dialect="postgres"``) multiplies
+    ``INTERVAL '1 microsecond'``, which is exact for any age below 2^53 microseconds
+    (285 years) and, like DuckDB's, has no day or month part (no calendar arithmetic).
     """
     default = freshness.max_age // _MICROSECOND
     whens = " ".join(
@@ -60,22 +67,74 @@ def max_age_sql(status_code_sql: str, freshness: Freshness) -> str:
         for status, age in freshness.by_status.items()
     )
     micros = f"(CASE {status_code_sql} {whens} ELSE {default} END)" if whens else str(default)
+    if dialect == "postgres":
+        return f"({micros} * INTERVAL '1 microsecond')"
     return f"to_microseconds({micros})"
 
 
-def fresh_sql(alias: str, freshness: Freshness) -> str:
+def fresh_sql(
+    alias: str, freshness: Freshness, *, now: str = "$now", dialect: Dialect = "duckdb"
+) -> str:
     """A predicate: the cache row ``alias`` is younger than its max age and worth keeping.
 
     Worth keeping: a billed answer, or the provider's 4003 (it rejects a number our
     rules accept; asking again within ``max_age`` would only repeat the 4003). Unknown
-    answers are never fresh. Uses the named parameter ``$now``.
+    answers are never fresh. ``now`` is the placeholder of the current time: DuckDB's
+    named parameter ``$now`` by default, ``%(now)s`` for psycopg.
     """
     kept = (
         f"({alias}.status_code IN ({BILLED_CODES}) "
         f"OR ({alias}.status_code IS NULL AND {alias}.provider_code = {NumberRejectedError.code}))"
     )
-    age = max_age_sql(f"{alias}.status_code", freshness)
-    return f"({kept} AND {alias}.checked_at > CAST($now AS TIMESTAMPTZ) - {age})"
+    age = max_age_sql(f"{alias}.status_code", freshness, dialect=dialect)
+    return f"({kept} AND {alias}.checked_at > CAST({now} AS TIMESTAMPTZ) - {age})"
+
+
+def run_numbers_sql(
+    tables: Tables,
+    freshness: Freshness,
+    *,
+    dialect: Dialect = "duckdb",
+    run_rows: str = RUN_ROWS,
+) -> str:
+    """``SELECT`` of :data:`RUN_NUMBERS` from ``run_rows`` and the cache (valid in
+    ``dialect``; parameters ``now`` and ``force``).
+
+    A number in several partitions belongs to the first (``min(set_id)``: by code point
+    in DuckDB; the PostgreSQL table of run rows declares ``set_id`` ``COLLATE "C"``).
+    """
+    force = placeholder("force", dialect)
+    fresh = fresh_sql("c", freshness, now=placeholder("now", dialect), dialect=dialect)
+    return f"""
+        SELECT n.mobile, n.set_id, (NOT {force} AND c.mobile IS NOT NULL AND {fresh}) AS fresh,
+               CASE WHEN {force} THEN 'forced' WHEN c.mobile IS NULL THEN 'new'
+                    WHEN c.status_code IN ({BILLED_CODES}) THEN 'stale' ELSE 'retry' END AS reason
+        FROM (SELECT mobile, min(set_id) AS set_id FROM {run_rows} WHERE valid GROUP BY mobile) n
+        LEFT JOIN {tables.cache} c ON c.mobile = n.mobile
+        """
+
+
+def per_set_sql(
+    *, dialect: Dialect = "duckdb", run_rows: str = RUN_ROWS, run_numbers: str = RUN_NUMBERS
+) -> str:
+    """``SELECT`` of a plan's counts per partition: ``set_id, rows, invalid,
+    distinct_valid, fresh, to_send`` (valid in ``dialect``)."""
+    group_by = "GROUP BY ALL" if dialect == "duckdb" else "GROUP BY c.set_id, c.rows, c.invalid"
+    return f"""
+        WITH counts AS (
+            SELECT set_id, count(*) AS rows, count(*) FILTER (WHERE NOT valid) AS invalid
+            FROM {run_rows} GROUP BY set_id
+        ), numbers AS (
+            SELECT DISTINCT r.set_id, r.mobile, n.fresh
+            FROM {run_rows} r JOIN {run_numbers} n USING (mobile)
+            WHERE r.valid
+        )
+        SELECT c.set_id, c.rows, c.invalid,
+               count(n.mobile), count(n.mobile) FILTER (WHERE n.fresh),
+               count(n.mobile) FILTER (WHERE NOT n.fresh)
+        FROM counts c LEFT JOIN numbers n USING (set_id)
+        {group_by} ORDER BY c.set_id
+        """
 
 
 def load_run_rows(
@@ -111,46 +170,31 @@ def plan_run(
     unusable) or ``forced``.
     """
     load_run_rows(conn, source, partitions)
-    fresh = fresh_sql("c", freshness)
     params: dict[str, Any] = {"now": now, "force": force_refresh}
     conn.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE mobile_status_run_numbers AS
-        SELECT n.mobile, n.set_id, (NOT $force AND c.mobile IS NOT NULL AND {fresh}) AS fresh,
-               CASE WHEN $force THEN 'forced' WHEN c.mobile IS NULL THEN 'new'
-                    WHEN c.status_code IN ({BILLED_CODES}) THEN 'stale' ELSE 'retry' END AS reason
-        FROM (SELECT mobile, min(set_id) AS set_id FROM {RUN_ROWS} WHERE valid GROUP BY mobile) n
-        LEFT JOIN {tables.cache} c ON c.mobile = n.mobile
-        """,
+        f"CREATE OR REPLACE TEMP TABLE {RUN_NUMBERS} AS {run_numbers_sql(tables, freshness)}",
         params,
     )
-    per_set = conn.execute(
-        f"""
-        WITH counts AS (
-            SELECT set_id, count(*) AS rows, count(*) FILTER (WHERE NOT valid) AS invalid
-            FROM {RUN_ROWS} GROUP BY set_id
-        ), numbers AS (
-            SELECT DISTINCT r.set_id, r.mobile, n.fresh
-            FROM {RUN_ROWS} r JOIN mobile_status_run_numbers n USING (mobile)
-            WHERE r.valid
-        )
-        SELECT c.set_id, c.rows, c.invalid,
-               count(n.mobile), count(n.mobile) FILTER (WHERE n.fresh),
-               count(n.mobile) FILTER (WHERE NOT n.fresh)
-        FROM counts c LEFT JOIN numbers n USING (set_id)
-        GROUP BY ALL ORDER BY c.set_id
-        """
-    ).fetchall()
-    to_send_sql = "SELECT mobile, set_id, reason FROM mobile_status_run_numbers WHERE NOT fresh"
+    per_set = conn.execute(per_set_sql()).fetchall()
+    to_send_sql = f"SELECT mobile, set_id, reason FROM {RUN_NUMBERS} WHERE NOT fresh"
     (to_send,) = conn.execute(f"SELECT count(*) FROM ({to_send_sql})").fetchone() or (0,)
     if spool is not None:
-        _write_spool(conn, f"{to_send_sql} ORDER BY set_id, mobile", spool)
-    planned = {row[0]: SetPlan(*row) for row in per_set}
+        write_spool(conn, f"{to_send_sql} ORDER BY set_id, mobile", spool)
+    return run_plan(partitions, per_set, int(to_send))
+
+
+def run_plan(
+    partitions: Sequence[Partition], per_set: Sequence[Sequence[Any]], to_send: int
+) -> RunPlan:
+    """The :class:`RunPlan` of ``partitions`` from the rows of :func:`per_set_sql`."""
+    planned = {
+        str(row[0]): SetPlan(str(row[0]), *(int(value) for value in row[1:])) for row in per_set
+    }
     sets = tuple(planned.get(p.key, SetPlan(p.key, 0, 0, 0, 0, 0)) for p in partitions)
-    return RunPlan(sets=sets, to_send=int(to_send))
+    return RunPlan(sets=sets, to_send=to_send)
 
 
-def _write_spool(conn: duckdb.DuckDBPyConnection, select_sql: str, spool: Path) -> None:
+def write_spool(conn: duckdb.DuckDBPyConnection, select_sql: str, spool: Path) -> None:
     """Write the spool (every number to send, with its set id) readable by its owner only.
 
     DuckDB's ``COPY`` would create the file with the process umask (``0644`` under the

@@ -14,9 +14,14 @@ from mobile_status_dagster.core.errors import NumberRejectedError
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.status import SERVING_OPERATORS
 from mobile_status_dagster.core.store.connection import transaction
-from mobile_status_dagster.core.store.fragments import in_list
+from mobile_status_dagster.core.store.fragments import (
+    Dialect,
+    in_list,
+    in_list_param,
+    placeholder,
+)
 from mobile_status_dagster.core.store.plan import RUN_ROWS, fresh_sql, load_run_rows
-from mobile_status_dagster.core.store.schema import Tables, summary_rows_sql
+from mobile_status_dagster.core.store.schema import COST, Tables, summary_rows_sql
 from mobile_status_dagster.core.store.source import Partition, SourceTable
 
 #: ``invalid_reason`` of a number our rules accept but the provider rejected (4003).
@@ -74,30 +79,58 @@ def publish_partitions(
     must not wipe what was published before.
     """
     load_run_rows(conn, source, partitions)
-    fresh = fresh_sql("c", freshness)
     params: dict[str, Any] = {"now": now, "run_id": run_id, "force": force_refresh}
-    usable = f"(c.run_id = $run_id OR (NOT $force AND {fresh}))"
     with transaction(conn):
         missing_by_set = {
             str(set_id): int(missing)
-            for set_id, missing in conn.execute(
-                f"""
-                SELECT r.set_id,
-                       count(DISTINCT r.mobile) FILTER (
-                           WHERE r.valid AND (c.mobile IS NULL OR NOT {usable}))
-                FROM {RUN_ROWS} r LEFT JOIN {tables.cache} c ON c.mobile = r.mobile
-                GROUP BY r.set_id
-                """,
-                params,
-            ).fetchall()
+            for set_id, missing in conn.execute(missing_sql(tables, freshness), params).fetchall()
         }
-        complete = [p.key for p in partitions if missing_by_set.get(p.key) == 0]
+        complete = complete_partitions(partitions, missing_by_set)
         if complete:
             keys = {"set_ids": complete}
             conn.execute(f"DELETE FROM {tables.published} WHERE {_IN_SETS}", keys)
-            conn.execute(_insert_sql(tables), {**keys, "run_id": run_id})
+            conn.execute(insert_sql(tables), {**keys, "run_id": run_id})
             _replace_summary(conn, tables, complete)
     counted = _counts(conn, tables, complete, run_id)
+    return partition_outcomes(partitions, missing_by_set, counted)
+
+
+def missing_sql(
+    tables: Tables, freshness: Freshness, *, dialect: Dialect = "duckdb", run_rows: str = RUN_ROWS
+) -> str:
+    """``SELECT set_id, missing`` per partition of ``run_rows``: its valid numbers with no
+    usable answer (parameters ``now``, ``run_id``, ``force``; valid in ``dialect``).
+
+    Usable: answered in this run, or (unless forced) fresh in the cache.
+    """
+    fresh = fresh_sql("c", freshness, now=placeholder("now", dialect), dialect=dialect)
+    usable = (
+        f"(c.run_id = {placeholder('run_id', dialect)} "
+        f"OR (NOT {placeholder('force', dialect)} AND {fresh}))"
+    )
+    return f"""
+                SELECT r.set_id,
+                       count(DISTINCT r.mobile) FILTER (
+                           WHERE r.valid AND (c.mobile IS NULL OR NOT {usable}))
+                FROM {run_rows} r LEFT JOIN {tables.cache} c ON c.mobile = r.mobile
+                GROUP BY r.set_id
+                """
+
+
+def complete_partitions(
+    partitions: Sequence[Partition], missing_by_set: dict[str, int]
+) -> list[str]:
+    """The keys of the partitions with rows and nothing missing: those to publish."""
+    return [p.key for p in partitions if missing_by_set.get(p.key) == 0]
+
+
+def partition_outcomes(
+    partitions: Sequence[Partition],
+    missing_by_set: dict[str, int],
+    counted: dict[str, PartitionOutcome],
+) -> list[PartitionOutcome]:
+    """Every partition's outcome: empty (no source row), published with its counts, or
+    held back with what is missing."""
     outcomes = []
     for partition in partitions:
         key = partition.key
@@ -112,7 +145,6 @@ def publish_partitions(
 
 _IN_SETS = in_list("set_id", "$set_ids")
 """Rows of the partitions in the list parameter ``$set_ids``."""
-_IN_ROW_SETS = in_list("r.set_id", "$set_ids")
 
 
 def _replace_summary(
@@ -125,9 +157,12 @@ def _replace_summary(
     conn.execute(f"INSERT INTO {tables.summary} {summary_rows_sql(own_rows)}", params)
 
 
-def _insert_sql(tables: Tables) -> str:
+def insert_sql(tables: Tables, *, dialect: Dialect = "duckdb", run_rows: str = RUN_ROWS) -> str:
+    """``INSERT`` of the published rows of the partitions in the list parameter ``set_ids``
+    from ``run_rows`` and the cache (parameter ``run_id``; valid in ``dialect``)."""
     rejected = f"c.status_code IS NULL AND c.provider_code = {NumberRejectedError.code}"
     serving = ", ".join(f"'{op}'" for op in sorted(SERVING_OPERATORS))
+    run_id = placeholder("run_id", dialect)
     return f"""
         INSERT INTO {tables.published}
         SELECT r.set_id, r.mobile_raw, r.mobile,
@@ -138,12 +173,64 @@ def _insert_sql(tables: Tables) -> str:
                     ELSE c.operator <> r.network_operator END AS ported,
                c.order_number, c.checked_at,
                CASE WHEN NOT r.valid THEN 'invalid'
-                    WHEN c.run_id = $run_id THEN 'provider' ELSE 'cache' END AS source,
-               $run_id
-        FROM {RUN_ROWS} r
+                    WHEN c.run_id = {run_id} THEN 'provider' ELSE 'cache' END AS source,
+               {run_id}
+        FROM {run_rows} r
         LEFT JOIN {tables.cache} c ON r.valid AND c.mobile = r.mobile
-        WHERE {_IN_ROW_SETS}
+        WHERE {in_list_param("r.set_id", "set_ids", dialect)}
     """
+
+
+def counts_sql(tables: Tables, *, dialect: Dialect = "duckdb") -> str:
+    """``SELECT`` of the published partitions' counts in the list parameter ``set_ids``:
+    ``set_id``, rows, invalid, from cache, from provider, ported, numbers, sent; in DuckDB
+    also the histograms of status and operator (PostgreSQL has no ``histogram``)."""
+    histograms = (
+        """,
+               histogram(coalesce(status, 'none')) FILTER (WHERE valid),
+               histogram(coalesce(operator, 'none')) FILTER (WHERE valid)"""
+        if dialect == "duckdb"
+        else ""
+    )
+    return f"""
+        SELECT set_id, count(*), count(*) FILTER (WHERE NOT valid),
+               count(*) FILTER (WHERE source = 'cache'),
+               count(*) FILTER (WHERE source = 'provider'),
+               count(*) FILTER (WHERE ported),
+               count(DISTINCT mobile) FILTER (WHERE valid),
+               count(DISTINCT mobile) FILTER (WHERE source = 'provider'){histograms}
+        FROM {tables.published} WHERE {in_list_param("set_id", "set_ids", dialect)}
+        GROUP BY set_id
+        """
+
+
+def charges_sql(tables: Tables, *, dialect: Dialect = "duckdb") -> str:
+    """``SELECT set_id, billed, possibly_billed, cost`` of the run ``run_id``'s audit rows
+    charged to the partitions in the list parameter ``set_ids``.
+
+    The cost is a ``DECIMAL(38, 6)`` in both databases (DuckDB's ``sum`` of prices is one;
+    PostgreSQL's is a ``NUMERIC`` of the prices' scale, so a set without a billed call
+    would give ``0`` rather than ``0.000000`` without the cast).
+    """
+    cost = "coalesce(sum(unit_price) FILTER (WHERE billed), 0)"
+    if dialect == "postgres":
+        cost = f"CAST({cost} AS {COST})"
+    run_id = placeholder("run_id", dialect)
+    in_sets = in_list_param("set_id", "set_ids", dialect)
+    return f"""
+            SELECT set_id, count(*) FILTER (WHERE billed), count(*) FILTER (WHERE possibly_billed),
+                   {cost}
+            FROM {tables.audit} WHERE run_id = {run_id} AND {in_sets}
+            GROUP BY set_id
+            """
+
+
+def charges_by_set(rows: Sequence[Sequence[Any]]) -> dict[str, tuple[int, int, Decimal]]:
+    """The rows of :func:`charges_sql` by set id."""
+    return {
+        str(set_id): (int(billed), int(possibly), Decimal(cost))
+        for set_id, billed, possibly, cost in rows
+    }
 
 
 def _counts(
@@ -153,54 +240,44 @@ def _counts(
     if not set_ids:
         return {}
     params: dict[str, Any] = {"set_ids": list(set_ids)}
-    rows = conn.execute(
-        f"""
-        SELECT set_id, count(*), count(*) FILTER (WHERE NOT valid),
-               count(*) FILTER (WHERE source = 'cache'),
-               count(*) FILTER (WHERE source = 'provider'),
-               count(*) FILTER (WHERE ported),
-               count(DISTINCT mobile) FILTER (WHERE valid),
-               count(DISTINCT mobile) FILTER (WHERE source = 'provider'),
-               histogram(coalesce(status, 'none')) FILTER (WHERE valid),
-               histogram(coalesce(operator, 'none')) FILTER (WHERE valid)
-        FROM {tables.published} WHERE {_IN_SETS}
-        GROUP BY set_id
-        """,
-        params,
-    ).fetchall()
-    charges = {
-        str(set_id): (int(billed), int(possibly), Decimal(cost))
-        for set_id, billed, possibly, cost in conn.execute(
-            f"""
-            SELECT set_id, count(*) FILTER (WHERE billed), count(*) FILTER (WHERE possibly_billed),
-                   coalesce(sum(unit_price) FILTER (WHERE billed), 0)
-            FROM {tables.audit} WHERE run_id = $run_id AND {_IN_SETS}
-            GROUP BY set_id
-            """,
-            params | {"run_id": run_id},
-        ).fetchall()
-    }
-    outcomes = {}
-    for row in rows:
-        set_id = str(row[0])
-        billed, possibly_billed, cost = charges.get(set_id, (0, 0, Decimal(0)))
-        outcomes[set_id] = PartitionOutcome(
-            set_id=set_id,
-            published=True,
-            rows=int(row[1]),
-            invalid=int(row[2]),
-            from_cache=int(row[3]),
-            from_provider=int(row[4]),
-            ported=int(row[5]),
-            numbers=int(row[6]),
-            sent=int(row[7]),
-            by_status=_histogram(row[8]),
-            by_operator=_histogram(row[9]),
-            billed=billed,
-            possibly_billed=possibly_billed,
-            cost=cost,
+    rows = conn.execute(counts_sql(tables), params).fetchall()
+    charges = charges_by_set(
+        conn.execute(charges_sql(tables), params | {"run_id": run_id}).fetchall()
+    )
+    return {
+        str(row[0]): published_outcome(
+            row, _histogram(row[8]), _histogram(row[9]), charges.get(str(row[0]))
         )
-    return outcomes
+        for row in rows
+    }
+
+
+def published_outcome(
+    counts: Sequence[Any],
+    by_status: dict[str, int],
+    by_operator: dict[str, int],
+    charges: tuple[int, int, Decimal] | None,
+) -> PartitionOutcome:
+    """A published partition's outcome from its counts (``set_id``, rows, invalid, from
+    cache, from provider, ported, numbers, sent), histograms and charges (billed, possibly
+    billed, cost; ``None`` when the run has no audit row for it)."""
+    billed, possibly_billed, cost = charges or (0, 0, Decimal(0))
+    return PartitionOutcome(
+        set_id=str(counts[0]),
+        published=True,
+        rows=int(counts[1]),
+        invalid=int(counts[2]),
+        from_cache=int(counts[3]),
+        from_provider=int(counts[4]),
+        ported=int(counts[5]),
+        numbers=int(counts[6]),
+        sent=int(counts[7]),
+        by_status=by_status,
+        by_operator=by_operator,
+        billed=billed,
+        possibly_billed=possibly_billed,
+        cost=cost,
+    )
 
 
 def _histogram(value: dict[str, int] | None) -> dict[str, int]:

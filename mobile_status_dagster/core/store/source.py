@@ -10,7 +10,12 @@ from typing import Any
 import duckdb
 
 from mobile_status_dagster.core.errors import ConfigurationError
-from mobile_status_dagster.core.store.fragments import in_list
+from mobile_status_dagster.core.store.fragments import (
+    Dialect,
+    in_list_param,
+    pg_identifier,
+    placeholder,
+)
 from mobile_status_dagster.core.store.number_sql import quote_identifier
 from mobile_status_dagster.core.store.schema import DEFAULT_SOURCE
 
@@ -76,24 +81,34 @@ class Partition:
 
 
 def source_rows_sql(
-    source: SourceTable, partitions: Sequence[Partition]
+    source: SourceTable, partitions: Sequence[Partition], *, dialect: Dialect = "duckdb"
 ) -> tuple[str, dict[str, Any]]:
     """``SELECT set_id, mobile_raw`` for the rows of ``partitions``, and its named parameters.
 
     ``set_id`` is the partition key the row belongs to; ``mobile_raw`` the number as
-    stored, cast to text.
+    stored, cast to text. ``dialect="postgres"`` writes the parameters as psycopg's
+    ``%(name)s`` (and a ``%`` in a quoted name as ``%%``), the set list as ``= ANY(…)``.
     """
+    postgres = dialect == "postgres"
+
+    def param(name: str) -> str:
+        return placeholder(name, dialect)
+
+    def ident(name: str) -> str:
+        quoted = quote_identifier(name)
+        return pg_identifier(quoted) if postgres else quoted
+
     table = quote_table(source.table)
-    mobile = f"CAST({quote_identifier(source.mobile_column)} AS VARCHAR)"
+    if postgres:
+        table = pg_identifier(table)
+    mobile = f"CAST({ident(source.mobile_column)} AS VARCHAR)"
     if source.set_column is not None:
-        set_col = f"CAST({quote_identifier(source.set_column)} AS VARCHAR)"
-        sql = (
-            f"SELECT {set_col} AS set_id, {mobile} AS mobile_raw FROM {table} "
-            f"WHERE {in_list(set_col, '$partition_keys')}"
-        )
+        set_col = f"CAST({ident(source.set_column)} AS VARCHAR)"
+        keys = in_list_param(set_col, "partition_keys", dialect)
+        sql = f"SELECT {set_col} AS set_id, {mobile} AS mobile_raw FROM {table} WHERE {keys}"
         return sql, {"partition_keys": [p.key for p in partitions]}
     assert source.time_column is not None
-    column = quote_identifier(source.time_column)
+    column = ident(source.time_column)
     whens: list[str] = []
     params: dict[str, Any] = {}
     for i, partition in enumerate(partitions):
@@ -101,7 +116,10 @@ def source_rows_sql(
             raise ConfigurationError(
                 "partitions", f"time partition {partition.key!r} has no window"
             )
-        whens.append(f"WHEN {column} >= $start_{i} AND {column} < $end_{i} THEN $key_{i}")
+        key = f"CAST({param(f'key_{i}')} AS VARCHAR)" if postgres else f"$key_{i}"
+        whens.append(
+            f"WHEN {column} >= {param(f'start_{i}')} AND {column} < {param(f'end_{i}')} THEN {key}"
+        )
         params |= {
             f"start_{i}": partition.start,
             f"end_{i}": partition.end,
@@ -109,7 +127,8 @@ def source_rows_sql(
         }
     key = f"(CASE {' '.join(whens)} END)"
     rows = f"SELECT {key} AS set_id, {mobile} AS mobile_raw FROM {table}"
-    sql = f"SELECT * FROM ({rows}) WHERE set_id IS NOT NULL"
+    alias = " AS partitioned" if postgres else ""
+    sql = f"SELECT * FROM ({rows}){alias} WHERE set_id IS NOT NULL"
     return sql, params
 
 
