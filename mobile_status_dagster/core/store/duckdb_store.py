@@ -30,7 +30,7 @@ FOLD_EVERY_S = 2.0
 
 #: DuckDB errors that say nothing about the segment (the disk, memory, an interrupt, a
 #: conflicting or read-only database): the segment stays in the journal for the next run.
-_ENVIRONMENT_ERRORS: tuple[type[duckdb.Error], ...] = (
+ENVIRONMENT_ERRORS: tuple[type[duckdb.Error], ...] = (
     duckdb.OperationalError,  # IOException, OutOfMemoryException, TransactionException, …
     duckdb.InterruptException,
     duckdb.FatalException,
@@ -91,7 +91,7 @@ class DuckDBStore:
             reason = error_reason(error)
             if stage == "open":
                 raise DatabaseOpenError(f"cannot open the database ({reason})") from None
-            if stage == "close" or isinstance(error, _ENVIRONMENT_ERRORS):
+            if stage == "close" or isinstance(error, ENVIRONMENT_ERRORS):
                 raise StoreWriteError(
                     f"could not fold journal segment {segment.name} into DuckDB ({reason})"
                 ) from None
