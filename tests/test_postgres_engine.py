@@ -25,10 +25,10 @@ from mobile_status_dagster.core.engine.enrich import (
     QuarantinedSegment,
     recover_segments,
 )
-from mobile_status_dagster.core.errors import DatabaseOpenError
-from mobile_status_dagster.core.store import Partition, SourceTable
+from mobile_status_dagster.core.errors import DatabaseOpenError, SchemaVersionError
+from mobile_status_dagster.core.store import Partition, SourceTable, Tables
 from mobile_status_dagster.core.store.postgres import PostgresTarget
-from mobile_status_dagster.core.store.postgres.schema import create_default_source
+from mobile_status_dagster.core.store.postgres.schema import create_default_source, ensure_schema
 from mobile_status_dagster.core.store.postgres.store import FOLD_EVERY_S, PostgresStore
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
 from tests.support import billable, billed_twice, sample_numbers
@@ -212,3 +212,12 @@ def test_the_password_is_in_no_error_or_repr(postgres_url: str, tmp_path: Path) 
         wrong.open()
     assert password not in str(caught.value)
     assert "********" in str(caught.value)
+
+
+def test_tables_of_a_newer_version_are_refused_and_left_alone(postgres_url: str) -> None:
+    with PostgresTarget(postgres_url).connect()() as conn:
+        ensure_schema(conn, Tables())
+        conn.execute("UPDATE mobile_status_schema SET version = 99")
+        with pytest.raises(SchemaVersionError, match="newer"):
+            ensure_schema(conn, Tables())
+    assert pg_rows(postgres_url, "SELECT version FROM mobile_status_schema") == [(99,)]

@@ -268,6 +268,16 @@ _MIGRATIONS: dict[int, Callable[[Tables], str] | None] = {
 """The SQL that takes the tables from version ``n`` to ``n + 1``."""
 
 
+def refuse_newer_version(found: int | None, tables: Tables) -> None:
+    """Raise :class:`SchemaVersionError` if ``found`` is newer than :data:`SCHEMA_VERSION`."""
+    if found is not None and found > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the tables {tables.name(PUBLISHED)!r} and its companions are at schema version "
+            f"{found}, written by a newer mobile_status_dagster; this one reads up to version "
+            f"{SCHEMA_VERSION}: upgrade the package (nothing was changed)"
+        )
+
+
 def ensure_schema(conn: duckdb.DuckDBPyConnection, tables: Tables) -> None:
     """Create ``tables`` if they are missing, or migrate them to :data:`SCHEMA_VERSION`.
 
@@ -277,12 +287,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection, tables: Tables) -> None:
     found = _recorded_version(conn, tables)
     if found == SCHEMA_VERSION:
         return
-    if found is not None and found > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"the tables {tables.name(PUBLISHED)!r} and its companions are at schema version "
-            f"{found}, written by a newer mobile_status_dagster; this one reads up to version "
-            f"{SCHEMA_VERSION}: upgrade the package (nothing was changed)"
-        )
+    refuse_newer_version(found, tables)
     # Tables without a version row predate it (version 0); no tables at all: a new database.
     version = found if found is not None else (0 if _has_tables(conn, tables) else None)
     with transaction(conn):

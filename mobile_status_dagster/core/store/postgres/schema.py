@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import psycopg
 
-from mobile_status_dagster.core.errors import SchemaVersionError
 from mobile_status_dagster.core.store.number_sql import quote_identifier
 from mobile_status_dagster.core.store.schema import (
     CACHE,
@@ -19,6 +18,7 @@ from mobile_status_dagster.core.store.schema import (
     SCHEMA_VERSION,
     SOURCE_DDL,
     Tables,
+    refuse_newer_version,
     table_ddl,
 )
 
@@ -72,12 +72,7 @@ def ensure_schema(conn: psycopg.Connection[tuple[object, ...]], tables: Tables) 
     found = _recorded_version(conn, tables)
     if found == SCHEMA_VERSION:
         return
-    if found is not None and found > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"the tables {tables.name(PUBLISHED)!r} and its companions are at schema version "
-            f"{found}, written by a newer mobile_status_dagster; this one reads up to version "
-            f"{SCHEMA_VERSION}: upgrade the package (nothing was changed)"
-        )
+    refuse_newer_version(found, tables)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [SCHEMA_LOCK])
         if _recorded_version(conn, tables) == SCHEMA_VERSION:
