@@ -17,11 +17,15 @@ if TYPE_CHECKING:
     )
     from mobile_status_dagster.integration.component import MobileStatusComponent
     from mobile_status_dagster.integration.names import MobileStatusNames
-    from mobile_status_dagster.integration.resources import MobileStatusResource
+    from mobile_status_dagster.integration.resources import (
+        MobileStatusResource,
+        PostgresStoreResource,
+    )
 
 _EXPORTS = {
     "MobileStatusResource": "mobile_status_dagster.integration.resources",
     "MobileStatusRunConfig": "mobile_status_dagster.integration.assets",
+    "PostgresStoreResource": "mobile_status_dagster.integration.resources",
     "build_mobile_status_assets": "mobile_status_dagster.integration.assets",
     "build_mobile_status_defs": "mobile_status_dagster.integration.assets",
     "Freshness": "mobile_status_dagster.core.freshness",
@@ -36,6 +40,7 @@ __all__ = [
     "MobileStatusNames",
     "MobileStatusResource",
     "MobileStatusRunConfig",
+    "PostgresStoreResource",
     "Status",
     "build_mobile_status_assets",
     "build_mobile_status_defs",

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import TypedDict, Unpack, cast
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mobile_status_dagster.core.engine import (
@@ -15,7 +14,6 @@ from mobile_status_dagster.core.engine import (
     EnrichmentReport,
     Progress,
     enrich,
-    journal_dir_for,
 )
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.store.schema import AUDIT, DEFAULT_SOURCE, PUBLISHED
@@ -32,12 +30,9 @@ from mobile_status_dagster.integration.metadata import (
     published_column_schema,
 )
 from mobile_status_dagster.integration.names import MobileStatusNames
-from mobile_status_dagster.integration.resources import (
-    MobileStatusResource,
-    closing_connect,
-    resource_of,
-)
+from mobile_status_dagster.integration.resources import MobileStatusResource, resource_of
 from mobile_status_dagster.integration.sensors import build_new_sets_sensor
+from mobile_status_dagster.integration.store_access import StoreAccess, store_access
 
 DEFAULT_NAMES = MobileStatusNames()
 PROVIDER_POOL = DEFAULT_NAMES.pool
@@ -149,8 +144,13 @@ def build_mobile_status_assets(
         group_name: asset group (default ``mobile_status`` under the prefix).
         api_resource_key: key of the :class:`MobileStatusResource` (default
             ``mobile_status_api`` under the prefix).
-        duckdb_resource_key: key of the ``DuckDBResource`` (default ``duckdb``; instances
-            in one warehouse share it).
+        duckdb_resource_key: key of the store resource (default ``duckdb``, the name kept
+            for compatibility; instances in one warehouse share it): a
+            ``dagster_duckdb.DuckDBResource`` (a DuckDB file, the embedded default) or a
+            :class:`~mobile_status_dagster.integration.resources.PostgresStoreResource`
+            (a PostgreSQL database shared by runs in separate pods or machines). The
+            source table is read from the same store
+            (:mod:`~mobile_status_dagster.integration.store_access`).
         new_sets_sensor: include the sensor that adds a partition per new set id.
         new_sets_interval_s: how often that sensor looks for new set ids.
         automation_sensor: include the automation condition sensor (running by default)
@@ -161,7 +161,8 @@ def build_mobile_status_assets(
         refresh_cron: when the (stopped by default) schedule re-enriches stale partitions.
 
     Resources required: ``mobile_status_api`` (:class:`MobileStatusResource`) and
-    ``duckdb`` (``dagster_duckdb.DuckDBResource``), under the keys above.
+    ``duckdb`` (a ``dagster_duckdb.DuckDBResource`` or a ``PostgresStoreResource``),
+    under the keys above.
     """
     names = MobileStatusNames.of(key_prefix)
     api_key = api_resource_key or names.api_resource_key
@@ -218,7 +219,7 @@ def build_mobile_status_assets(
             context: dg.AssetExecutionContext, config: MobileStatusRunConfig
         ) -> Iterator[dg.Output[None] | dg.AssetMaterialization]:
             api = resource_of(context.resources, api_key, MobileStatusResource)
-            duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
+            store = store_access(context.resources, duckdb_resource_key)
             partitions = _partitions(context.partition_keys, resolved_partitions)
             job = EnrichmentJob(
                 source=source,
@@ -233,7 +234,7 @@ def build_mobile_status_assets(
                 ),
                 tables=tables,
             )
-            report = asyncio.run(_run(context, job, api, duckdb))
+            report = asyncio.run(_run(context, job, api, store))
             if report.ok:
                 for outcome in report.outcomes:
                     context.add_asset_metadata(
@@ -322,7 +323,7 @@ async def _run(
     context: dg.AssetExecutionContext,
     job: EnrichmentJob,
     api: MobileStatusResource,
-    duckdb: DuckDBResource,
+    store: StoreAccess,
 ) -> EnrichmentReport:
     def progress(p: Progress) -> None:
         context.log.info(
@@ -338,8 +339,7 @@ async def _run(
         report = await enrich(
             job,
             client=client,
-            connect=closing_connect(duckdb),
-            journal_dir=journal_dir_for(duckdb.database, job.tables),
+            store=store.state_store(job.tables),
             progress=progress,
         )
     for warning in report.warnings:  # e.g. a journal segment moved to quarantine

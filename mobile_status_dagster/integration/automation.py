@@ -1,7 +1,7 @@
 """Automation: the sensor that rebuilds the derived assets, and the stale-refresh schedule.
 
 Only what costs nothing runs by itself. The automation sensor targets the summary and
-the charges (rebuilt from DuckDB, no provider call) and runs by default; the schedule
+the charges (rebuilt from the store, no provider call) and runs by default; the schedule
 that re-enriches stale partitions pays the provider, so it is stopped by default.
 """
 
@@ -9,15 +9,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from mobile_status_dagster.core.freshness import Freshness
-from mobile_status_dagster.core.store.reports import published_set_ids
 from mobile_status_dagster.core.store.schema import Tables
 from mobile_status_dagster.core.store.source import Partition, SourceTable
-from mobile_status_dagster.core.store.summaries import stale_partitions
 from mobile_status_dagster.integration.names import MobileStatusNames
-from mobile_status_dagster.integration.resources import closing_connect, resource_of
+from mobile_status_dagster.integration.store_access import store_access
 
 STALE_SCHEDULE = MobileStatusNames().stale_schedule
 AUTOMATION_SENSOR = MobileStatusNames().automation_sensor
@@ -78,15 +75,14 @@ def build_stale_refresh_schedule(
     ) -> dg.SkipReason | list[dg.RunRequest]:
         # Direct invocation (schedule(context)) also passes the resources as keywords.
         now = context.scheduled_execution_time or datetime.now(UTC)
-        duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
-        with closing_connect(duckdb)() as conn:
+        with store_access(context.resources, duckdb_resource_key).reads() as reads:
             if isinstance(partitions_def, dg.DynamicPartitionsDefinition):
                 assert partitions_def.name is not None
                 candidates = list(context.instance.get_dynamic_partitions(partitions_def.name))
             else:
-                candidates = published_set_ids(conn, tables=tables)
-            keys = stale_partitions(
-                conn, source, to_partitions(candidates), tables=tables, freshness=freshness, now=now
+                candidates = reads.published_set_ids(tables=tables)
+            keys = reads.stale_partitions(
+                source, to_partitions(candidates), tables=tables, freshness=freshness, now=now
             )
         if not keys:
             return dg.SkipReason("no partition has stale numbers")

@@ -10,16 +10,12 @@ check, or a run that published nothing), or with the run tag
 from collections.abc import Callable, Sequence
 
 import dagster as dg
-import duckdb
-from dagster_duckdb import DuckDBResource
 
 from mobile_status_dagster.core.freshness import Freshness
-from mobile_status_dagster.core.store import audit_checks
 from mobile_status_dagster.core.store.audit_checks import CheckOutcome
-from mobile_status_dagster.core.store.reports import set_ids_published_by
 from mobile_status_dagster.core.store.schema import AUDIT, Tables
 from mobile_status_dagster.core.store.source import Partition, SourceTable
-from mobile_status_dagster.integration.resources import closing_connect, resource_of
+from mobile_status_dagster.integration.store_access import StoreAccess, StoreReads, store_access
 
 FULL_CHECK_TAG = "mobile_status/full_check"
 """Run tag: ``"true"`` makes the checks examine everything, not only the run's changes."""
@@ -36,17 +32,15 @@ def build_checks(
 ) -> list[dg.AssetChecksDefinition]:
     """The three checks: over what the run changed, or over everything (see the module)."""
 
-    def connect(context: dg.AssetCheckExecutionContext) -> DuckDBResource:
-        return resource_of(context.resources, duckdb_resource_key, DuckDBResource)
+    def store(context: dg.AssetCheckExecutionContext) -> StoreAccess:
+        return store_access(context.resources, duckdb_resource_key)
 
-    def scope(
-        context: dg.AssetCheckExecutionContext, conn: duckdb.DuckDBPyConnection
-    ) -> str | None:
+    def scope(context: dg.AssetCheckExecutionContext, reads: StoreReads) -> str | None:
         """The run whose changes to examine, or ``None`` for everything."""
         if context.run.tags.get(FULL_CHECK_TAG, "").strip().lower() == "true":
             return None
         run_id = context.run.run_id
-        return run_id if set_ids_published_by(conn, run_id, tables=tables) else None
+        return run_id if reads.set_ids_published_by(run_id, tables=tables) else None
 
     @dg.asset_check(
         asset=asset,
@@ -55,11 +49,9 @@ def build_checks(
         description="Every valid number of each published partition has an answer.",
     )
     def coverage(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with closing_connect(connect(context))() as conn:
-            run_id = scope(context, conn)
-            outcome = audit_checks.coverage(
-                conn, source, to_partitions, tables=tables, run_id=run_id
-            )
+        with store(context).reads() as reads:
+            run_id = scope(context, reads)
+            outcome = reads.coverage(source, to_partitions, tables=tables, run_id=run_id)
             return _result(outcome, run_id)
 
     @dg.asset_check(
@@ -72,9 +64,9 @@ def build_checks(
         ),
     )
     def audit_reconciliation(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with closing_connect(connect(context))() as conn:
-            run_id = scope(context, conn)
-            outcome = audit_checks.audit_reconciliation(conn, tables=tables, run_id=run_id)
+        with store(context).reads() as reads:
+            run_id = scope(context, reads)
+            outcome = reads.audit_reconciliation(tables=tables, run_id=run_id)
             return _result(outcome, run_id)
 
     @dg.asset_check(
@@ -84,9 +76,9 @@ def build_checks(
         description="No number was billed again while its previous answer was still fresh.",
     )
     def no_double_billing(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with closing_connect(connect(context))() as conn:
-            run_id = scope(context, conn)
-            outcome = audit_checks.no_double_billing(conn, freshness, tables=tables, run_id=run_id)
+        with store(context).reads() as reads:
+            run_id = scope(context, reads)
+            outcome = reads.no_double_billing(freshness, tables=tables, run_id=run_id)
             return _result(outcome, run_id)
 
     return [coverage, audit_reconciliation, no_double_billing]

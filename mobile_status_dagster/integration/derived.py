@@ -8,25 +8,11 @@ audit (after editing those by hand, say).
 """
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
-from mobile_status_dagster.core.store.schema import (
-    AUDIT,
-    CHARGES,
-    SUMMARY,
-    Tables,
-    ensure_schema,
-)
-from mobile_status_dagster.core.store.summaries import (
-    charges_totals,
-    rebuild_charges,
-    rebuild_summary,
-    row_count,
-    summary_by_set_and_status,
-)
+from mobile_status_dagster.core.store.schema import AUDIT, CHARGES, SUMMARY, Tables
 from mobile_status_dagster.integration.metadata import charges_metadata, summary_metadata
 from mobile_status_dagster.integration.names import MobileStatusNames
-from mobile_status_dagster.integration.resources import closing_connect, resource_of
+from mobile_status_dagster.integration.store_access import store_access
 
 REBUILD_AFTER_ENRICHMENT = (
     dg.AutomationCondition.any_deps_updated().since_last_handled()
@@ -74,13 +60,12 @@ def build_reporting_assets(
     def mobile_status_summary(
         context: dg.AssetExecutionContext, config: DerivedTableConfig
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-        duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
-        with closing_connect(duckdb)() as conn:
-            ensure_schema(conn, tables)
+        with store_access(context.resources, duckdb_resource_key).reads() as reads:
+            reads.ensure_schema(tables)
             if config.full_rebuild:
-                rebuild_summary(conn, tables=tables)
-            rows = row_count(conn, tables.summary)
-            per_set = summary_by_set_and_status(conn, tables=tables)
+                reads.rebuild_summary(tables=tables)
+            rows = reads.row_count(tables.summary)
+            per_set = reads.summary_by_set_and_status(tables=tables)
         return dg.MaterializeResult(
             metadata={"dagster/row_count": rows, **summary_metadata(per_set)}
         )
@@ -100,13 +85,12 @@ def build_reporting_assets(
     def mobile_status_charges(
         context: dg.AssetExecutionContext, config: DerivedTableConfig
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-        duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
-        with closing_connect(duckdb)() as conn:
-            ensure_schema(conn, tables)
+        with store_access(context.resources, duckdb_resource_key).reads() as reads:
+            reads.ensure_schema(tables)
             if config.full_rebuild:
-                rebuild_charges(conn, tables=tables)
-            rows = row_count(conn, tables.charges)
-            totals = charges_totals(conn, tables=tables)
+                reads.rebuild_charges(tables=tables)
+            rows = reads.row_count(tables.charges)
+            totals = reads.charges_totals(tables=tables)
         return dg.MaterializeResult(
             metadata={"dagster/row_count": rows, **charges_metadata(totals)}
         )

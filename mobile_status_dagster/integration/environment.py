@@ -15,6 +15,8 @@ from mobile_status_dagster.core.money import DEFAULT_UNIT_PRICE, parse_price
 BASE_URL = "MOBILE_STATUS_BASE_URL"
 TOKEN = "MOBILE_STATUS_TOKEN"  # noqa: S105 - the variable's name, not a token
 DB = "MOBILE_STATUS_DB"
+STORE = "MOBILE_STATUS_STORE"
+"""A ``postgresql://`` URL: the PostgreSQL store (else the DuckDB file of ``MOBILE_STATUS_DB``)."""
 MAX_CONCURRENCY = "MOBILE_STATUS_MAX_CONCURRENCY"
 QPS = "MOBILE_STATUS_QPS"
 UNIT_PRICE = "MOBILE_STATUS_UNIT_PRICE"

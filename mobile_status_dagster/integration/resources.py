@@ -1,4 +1,5 @@
-"""Dagster resources: the provider API, and DuckDB connections that always close."""
+"""Dagster resources: the provider API, the PostgreSQL store, and DuckDB connections that
+always close."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from mobile_status_dagster.core.client import settings as client_rules
 from mobile_status_dagster.core.errors import ConfigurationError
 from mobile_status_dagster.core.money import DEFAULT_CURRENCY, DEFAULT_UNIT_PRICE, parse_price
 from mobile_status_dagster.core.store.connection import Connect, file_connect
+from mobile_status_dagster.core.store.postgres.connection import PostgresTarget
 
 MASKED = "********"
 """How the token is shown wherever the resource prints or serializes itself."""
@@ -47,6 +49,17 @@ def _field(setting: client_rules.NumberSetting) -> Any:
 
 class LiteralTokenWarning(UserWarning):
     """The token was given as a literal string, which Dagster keeps in its run storage."""
+
+
+class LiteralStoreURLWarning(LiteralTokenWarning):
+    """The store URL, with its password, was given as a literal string (see the token's)."""
+
+
+LITERAL_STORE_URL_ADVICE = (
+    "PostgresStoreResource got a URL with a password as a literal string; Dagster stores "
+    "resource configuration in its run storage, so pass dg.EnvVar('MOBILE_STATUS_STORE') "
+    "instead (or leave the password out of the URL and set PGPASSWORD)"
+)
 
 
 def _built_by_dagster() -> bool:
@@ -192,6 +205,109 @@ class MobileStatusResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 def _shown_url(base_url: str) -> str:
     """``base_url`` without credentials; an ``EnvVar`` as itself (its name, never resolved)."""
     return base_url if isinstance(base_url, dg.EnvVar) else client_rules.redacted_url(base_url)
+
+
+class PostgresStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """A PostgreSQL database as the state store: cache, audit and published rows.
+
+    For deployments whose runs live in separate pods or machines (Kubernetes, ECS,
+    Docker run launchers), where no local DuckDB file is shared. Put it under the
+    factory's store key (``duckdb_resource_key``, default ``duckdb``) instead of a
+    ``DuckDBResource``; the source table is then read from the same database. Keep the
+    URL in an environment variable: it holds the password. Dagster shows and stores an
+    ``EnvVar``'s name, never its value; the resource's ``repr``, ``str`` and
+    ``model_dump`` mask the password of a literal URL (a ``LiteralStoreURLWarning``
+    says Dagster's run storage keeps it).
+
+    Examples:
+        .. code-block:: python
+
+            import dagster as dg
+            from mobile_status_dagster import (
+                MobileStatusResource,
+                PostgresStoreResource,
+                build_mobile_status_defs,
+            )
+
+            defs = dg.Definitions.merge(
+                build_mobile_status_defs(duckdb_resource_key="mobile_status_store"),
+                dg.Definitions(
+                    resources={
+                        "mobile_status_api": MobileStatusResource(
+                            base_url=dg.EnvVar("MOBILE_STATUS_BASE_URL"),
+                            token=dg.EnvVar("MOBILE_STATUS_TOKEN"),
+                        ),
+                        "mobile_status_store": PostgresStoreResource(
+                            url=dg.EnvVar("MOBILE_STATUS_STORE"),
+                        ),
+                    }
+                ),
+            )
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    url: str = Field(
+        description=(
+            "postgresql://user[:password]@host[:port]/dbname (libpq's URI). "
+            "Use dg.EnvVar('MOBILE_STATUS_STORE')."
+        )
+    )
+    db_schema: str | None = Field(
+        default=None,
+        description=(
+            "Schema of the library's tables (and of the default source table); "
+            "default: the database's search_path."
+        ),
+    )
+
+    def __init__(self, **data: Any) -> None:
+        url = data.get("url")
+        if (
+            isinstance(url, str)
+            and not isinstance(url, dg.EnvVar)
+            and _url_password(url)
+            and not _built_by_dagster()
+        ):
+            warnings.warn(LiteralStoreURLWarning(LITERAL_STORE_URL_ADVICE), stacklevel=2)
+        super().__init__(**data)
+
+    def target(self) -> PostgresTarget:
+        """The store's database (ConfigurationError names a malformed URL, masked)."""
+        return PostgresTarget(self.url, self.db_schema)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Fail at run start on a malformed URL, before the first provider call."""
+        self.target()
+
+    # Masked as MobileStatusResource masks its token (see there why not dict()/vars()).
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """pydantic's ``repr``/``str`` fields, with the URL's password masked."""
+        for name, value in super().__repr_args__():
+            yield name, (shown_store_url(value) if name == "url" else value)
+
+    @field_serializer("url")
+    def _masked_url(self, url: str) -> str:
+        """``model_dump()`` / ``model_dump_json()`` never carry the password."""
+        return shown_store_url(url)
+
+
+def _url_password(url: str) -> bool:
+    try:
+        return bool(PostgresTarget(url).password)
+    except (ConfigurationError, ValueError):
+        return False
+
+
+def shown_store_url(url: str) -> str:
+    """``url`` with its password masked; an ``EnvVar`` as itself (its name, never resolved)."""
+    if isinstance(url, dg.EnvVar):
+        return url
+    try:
+        return PostgresTarget(url).shown
+    except (ConfigurationError, ValueError):
+        return MASKED
 
 
 def closing_connect(resource: DuckDBResource) -> Connect:

@@ -1,11 +1,10 @@
 """The sensor that adds a partition for every set id that appears in the source table."""
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
-from mobile_status_dagster.core.store.source import SourceTable, distinct_set_ids
+from mobile_status_dagster.core.store.source import SourceTable
 from mobile_status_dagster.integration.names import MobileStatusNames
-from mobile_status_dagster.integration.resources import closing_connect, resource_of
+from mobile_status_dagster.integration.store_access import store_access
 
 NEW_SETS_SENSOR = MobileStatusNames().new_sets_sensor
 
@@ -38,9 +37,8 @@ def build_new_sets_sensor(
     )
     def new_sets(context: dg.SensorEvaluationContext, **_resources: object) -> dg.SensorResult:
         # Direct invocation (sensor(context)) also passes the resources as keywords.
-        duckdb = resource_of(context.resources, duckdb_resource_key, DuckDBResource)
-        with closing_connect(duckdb)() as conn:
-            found = distinct_set_ids(conn, source)
+        with store_access(context.resources, duckdb_resource_key).reads() as reads:
+            found = reads.distinct_set_ids(source)
         known = set(context.instance.get_dynamic_partitions(partitions_name))
         new = [key for key in found if key not in known]
         if not new:
