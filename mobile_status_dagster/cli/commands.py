@@ -3,28 +3,30 @@
 import collections
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from dagster_duckdb import DuckDBResource
+
 from mobile_status_dagster.cli.runs import RunOutcome, cli_instance, materialize_sets
-from mobile_status_dagster.core.engine.estimate import CostEstimate, estimate_cost
-from mobile_status_dagster.core.errors import UnknownSetError
+from mobile_status_dagster.core.engine.estimate import CostEstimate
+from mobile_status_dagster.core.errors import ConfigurationError, UnknownSetError
+from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.core.store.connection import file_connect
-from mobile_status_dagster.core.store.reports import (
-    Charges,
-    StatusCount,
-    charges_by_set,
-    charges_for_runs,
-    published_set_ids,
-    status_counts,
-)
+from mobile_status_dagster.core.store.reports import Charges, StatusCount
 from mobile_status_dagster.core.store.schema import DEFAULT_TABLES
-from mobile_status_dagster.core.store.source import Partition, SourceTable, distinct_set_ids
+from mobile_status_dagster.core.store.source import Partition, SourceTable
 from mobile_status_dagster.core.store.summaries import export_set
 from mobile_status_dagster.integration.assets import build_mobile_status_assets
-from mobile_status_dagster.integration.definitions import default_resources
+from mobile_status_dagster.integration.definitions import default_resources, store_resource_key
 from mobile_status_dagster.integration.environment import DeploymentSettings
+from mobile_status_dagster.integration.store_access import (
+    DuckDBAccess,
+    PostgresAccess,
+    StoreAccess,
+)
 
 STATUS_COLUMNS = (*(s.label for s in Status), "invalid")
 
@@ -67,19 +69,52 @@ class EnrichOutcome:
         return all(run.success for run in self.runs)
 
 
-def require_database(db: str) -> None:
-    """Refuse to create an empty database where the user expects data."""
+Store = str | StoreAccess
+"""A DuckDB file's path, or a store (DuckDB or PostgreSQL)."""
+
+
+def store_of(deployment: DeploymentSettings) -> StoreAccess:
+    """The store of the deployment: its PostgreSQL database, else its DuckDB file."""
+    target = deployment.postgres
+    if target is not None:
+        return PostgresAccess(target)
+    return DuckDBAccess(DuckDBResource(database=deployment.db))
+
+
+def _access(store: Store) -> StoreAccess:
+    return DuckDBAccess(DuckDBResource(database=store)) if isinstance(store, str) else store
+
+
+def require_database(store: Store) -> None:
+    """Refuse to create an empty DuckDB database where the user expects data."""
+    access = _access(store)
+    if not isinstance(access, DuckDBAccess):
+        return
+    db = access.shown
     if db != ":memory:" and not Path(db).is_file():
         raise UnknownSetError(
             f"database {printable(db)} does not exist; load a file first (or set --db)"
         )
 
 
-def resolve_sets(db: str, set_ids: Sequence[str] | None, *, all_sets: bool) -> list[str]:
+def require_duckdb(store: Store, command: str) -> str:
+    """The DuckDB file of ``store``; a PostgreSQL store is refused, naming ``--store``."""
+    access = _access(store)
+    if not isinstance(access, DuckDBAccess):
+        raise ConfigurationError(
+            "--store",
+            f"{command} is not available on the PostgreSQL store yet; use a DuckDB file (--db)",
+        )
+    return access.shown
+
+
+def resolve_sets(store: Store, set_ids: Sequence[str] | None, *, all_sets: bool) -> list[str]:
     """The requested sets, checked against the source table (``--all``: every set)."""
-    require_database(db)
-    with file_connect(db)() as conn:
-        present = distinct_set_ids(conn, SourceTable())
+    access = _access(store)
+    db = access.shown
+    require_database(access)
+    with access.reads() as reads:
+        present = reads.distinct_set_ids(SourceTable())
     wanted = present if all_sets else list(dict.fromkeys(set_ids or []))
     known = set(present)
     unknown = [s for s in wanted if s not in known]
@@ -103,10 +138,13 @@ def enrich_sets(
     max_billed: int | None = None,
     log_level: str = "INFO",
 ) -> EnrichOutcome:
-    """Materialize ``mobile_status`` for the sets (checked to exist first)."""
-    wanted = resolve_sets(deployment.db, set_ids, all_sets=all_sets)
+    """Materialize ``mobile_status`` for the sets (checked to exist first).
+
+    A PostgreSQL store is ``$MOBILE_STATUS_STORE``, as in the default definitions.
+    """
+    wanted = resolve_sets(store_of(deployment), set_ids, all_sets=all_sets)
     runs = materialize_sets(
-        build_mobile_status_assets(),
+        build_mobile_status_assets(duckdb_resource_key=store_resource_key(deployment)),
         resources=default_resources(deployment),
         instance=cli_instance(),
         set_ids=wanted,
@@ -125,14 +163,18 @@ def plan_sets(
     force_refresh: bool = False,
 ) -> CostEstimate:
     """What enriching the sets would send and cost; no provider call."""
-    wanted = resolve_sets(deployment.db, set_ids, all_sets=all_sets)
-    return estimate_cost(
-        file_connect(deployment.db),
-        SourceTable(),
-        [Partition(key) for key in wanted],
-        unit_price=Decimal(deployment.unit_price),
-        force_refresh=force_refresh,
-    )
+    store = store_of(deployment)
+    wanted = resolve_sets(store, set_ids, all_sets=all_sets)
+    with store.reads() as reads:
+        plan = reads.plan(
+            SourceTable(),
+            [Partition(key) for key in wanted],
+            tables=DEFAULT_TABLES,
+            freshness=Freshness(),
+            now=datetime.now(UTC),
+            force_refresh=force_refresh,
+        )
+    return CostEstimate(plan=plan, unit_price=Decimal(deployment.unit_price), currency="CNY")
 
 
 def print_plan(estimate: CostEstimate) -> None:
@@ -149,12 +191,12 @@ def print_plan(estimate: CostEstimate) -> None:
     )
 
 
-def print_summary(db: str, outcome: EnrichOutcome) -> None:
+def print_summary(store: Store, outcome: EnrichOutcome) -> None:
     """Rows by set × status, by serving operator, and what the runs billed."""
-    with file_connect(db)() as conn:
-        counts = status_counts(conn, outcome.set_ids, tables=DEFAULT_TABLES)
-        charges = charges_for_runs(
-            conn, [run.run_id for run in outcome.runs], tables=DEFAULT_TABLES
+    with _access(store).reads() as reads:
+        counts = reads.status_counts(outcome.set_ids, tables=DEFAULT_TABLES)
+        charges = reads.charges_for_runs(
+            [run.run_id for run in outcome.runs], tables=DEFAULT_TABLES
         )
     _print_statuses(outcome.set_ids, counts)
     for c in charges or [Charges(0, 0, 0, Decimal(0), "")]:
@@ -165,15 +207,18 @@ def print_summary(db: str, outcome: EnrichOutcome) -> None:
         )
 
 
-def print_report(db: str, set_ids: Sequence[str] | None) -> None:
+def print_report(store: Store, set_ids: Sequence[str] | None) -> None:
     """The status and operator summary of published sets, and their charges."""
-    require_database(db)
-    with file_connect(db)() as conn:
-        wanted = list(set_ids) if set_ids else published_set_ids(conn, tables=DEFAULT_TABLES)
+    access = _access(store)
+    require_database(access)
+    with access.reads() as reads:
+        wanted = list(set_ids) if set_ids else reads.published_set_ids(tables=DEFAULT_TABLES)
         if not wanted:
-            raise UnknownSetError(f"nothing published in {printable(db)} yet; enrich a set first")
-        counts = status_counts(conn, wanted, tables=DEFAULT_TABLES)
-        charges = charges_by_set(conn, wanted, tables=DEFAULT_TABLES)
+            raise UnknownSetError(
+                f"nothing published in {printable(access.shown)} yet; enrich a set first"
+            )
+        counts = reads.status_counts(wanted, tables=DEFAULT_TABLES)
+        charges = reads.charges_by_set(wanted, tables=DEFAULT_TABLES)
     print("status by set:")
     _print_statuses(wanted, counts)
     print("charges by set (all runs):")
@@ -185,8 +230,9 @@ def print_report(db: str, set_ids: Sequence[str] | None) -> None:
         )
 
 
-def export(db: str, set_id: str, statuses: Sequence[Status], out: Path) -> int:
+def export(store: Store, set_id: str, statuses: Sequence[Status], out: Path) -> int:
     """Write the set's numbers with ``statuses`` to ``out``; the count written."""
+    db = require_duckdb(store, "export")
     require_database(db)
     with file_connect(db)() as conn:
         return export_set(conn, set_id, statuses, out, tables=DEFAULT_TABLES)

@@ -5,21 +5,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mobile_status_dagster.core.errors import ConfigurationError, ErrorCategory, MobileStatusError
 from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.integration import environment as settings
 from mobile_status_dagster.simulator import add_simulator_arguments, run_simulator
 
+if TYPE_CHECKING:
+    from mobile_status_dagster.integration.store_access import StoreAccess
+
 EXIT_OK = 0
 EXIT_STATUS: dict[ErrorCategory, int] = {
     "unfinished": 1,  # a run could not publish everything: numbers left, budget spent
     "input": 2,  # bad input or configuration: a file, a set id, a setting
     "provider": 3,  # the provider refused: token, balance, service, wrong base URL
-    "store": 4,  # DuckDB could not be opened or written (paid answers are kept)
+    "store": 4,  # the store could not be opened or written (paid answers are kept)
     "interrupted": 130,  # SIGTERM or Ctrl-C
 }
 """The exit status of ``mobile-status``, by the category of what went wrong."""
@@ -116,28 +121,85 @@ def _add_set_choice(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--db", help=f"DuckDB file (default: ${settings.DB} or {settings.DEFAULT_DB})"
+    )
+    where.add_argument(
+        "--store",
+        metavar="URL_OR_FILE",
+        help=(
+            f"the store: postgresql://user@host/dbname or a DuckDB file (default: "
+            f"${settings.STORE}, else --db); keep a password out of the command line "
+            f"(${settings.STORE} or PGPASSWORD)"
+        ),
     )
 
 
 def _deployment(args: argparse.Namespace) -> settings.DeploymentSettings:
-    """The environment's settings, with ``--db`` when given."""
+    """The environment's settings, with ``--db`` or ``--store`` when given.
+
+    ``--store postgresql://…`` is ``$MOBILE_STATUS_STORE`` for this process (the runs
+    read it as a Dagster ``EnvVar``, so the URL never enters the run storage).
+    """
     deployment = settings.DeploymentSettings.from_env()
-    return dataclasses.replace(deployment, db=args.db) if args.db else deployment
+    if getattr(args, "db", None):
+        return dataclasses.replace(deployment, db=args.db, store=None)
+    if getattr(args, "store", None):
+        db, store = settings.store_location(args.store, deployment.db, setting="--store")
+        if store is not None:
+            os.environ[settings.STORE] = store
+        return dataclasses.replace(deployment, db=db, store=store)
+    return deployment
 
 
-def _db(args: argparse.Namespace) -> str:
-    return _deployment(args).db
+def _store(args: argparse.Namespace) -> StoreAccess:
+    from mobile_status_dagster.cli.commands import store_of
+
+    return store_of(_deployment(args))
+
+
+def _scrubbed(text: str, args: argparse.Namespace | None = None) -> str:
+    """``text`` with the password of a PostgreSQL store's URL masked (``--store`` or
+    ``$MOBILE_STATUS_STORE``), even a URL too malformed to use."""
+    from mobile_status_dagster.core.store.postgres.connection import (
+        MASKED,
+        PostgresTarget,
+        is_postgres_url,
+    )
+
+    for url in (getattr(args, "store", None), os.environ.get(settings.STORE)):
+        if not url or not is_postgres_url(url.strip()):
+            continue
+        url = url.strip()
+        try:
+            text = PostgresTarget(url).scrub(text)
+        except (ConfigurationError, ValueError):
+            text = text.replace(url, "postgresql://" + MASKED)
+            password = _password(url)
+            if password:
+                text = text.replace(password, MASKED)
+    return text
+
+
+def _password(url: str) -> str | None:
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        return unquote(urlsplit(url).password or "") or None
+    except ValueError:
+        return None
 
 
 def _load(args: argparse.Namespace) -> int:
+    from mobile_status_dagster.cli.commands import require_duckdb
     from mobile_status_dagster.cli.runs import cli_instance, register_sets
     from mobile_status_dagster.core.store.connection import file_connect
     from mobile_status_dagster.core.store.load import load_file
     from mobile_status_dagster.integration.assets import DEFAULT_PARTITIONS_NAME
 
-    with file_connect(_db(args))() as conn:
+    db = require_duckdb(_store(args), "load")
+    with file_connect(db)() as conn:
         result = load_file(
             conn, args.file, set_id=args.set_id, column=args.column, replace=args.replace
         )
@@ -152,7 +214,7 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _enrich(args: argparse.Namespace) -> int:
-    from mobile_status_dagster.cli.commands import enrich_sets, print_summary
+    from mobile_status_dagster.cli.commands import enrich_sets, print_summary, store_of
 
     settings.require_provider_env()
     deployment = _deployment(args)
@@ -165,11 +227,11 @@ def _enrich(args: argparse.Namespace) -> int:
         # --quiet: the command's own one-line error says why a run failed.
         log_level="CRITICAL" if args.quiet else "INFO",
     )
-    print_summary(deployment.db, outcome)
+    print_summary(store_of(deployment), outcome)
     for run in outcome.runs:
         if not run.success:
             print(
-                f"error: run {run.run_id} ({', '.join(run.set_ids)}): {run.message}",
+                _scrubbed(f"error: run {run.run_id} ({', '.join(run.set_ids)}): {run.message}"),
                 file=sys.stderr,
             )
     failed = [run for run in outcome.runs if not run.success]
@@ -189,7 +251,7 @@ def _plan(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from mobile_status_dagster.cli.commands import print_report
 
-    print_report(_db(args), args.set_ids)
+    print_report(_store(args), args.set_ids)
     return EXIT_OK
 
 
@@ -202,7 +264,7 @@ def _export(args: argparse.Namespace) -> int:
         raise ConfigurationError("--status", str(error)) from None
     if not statuses:
         raise ConfigurationError("--status", "name at least one status")
-    written = export(_db(args), args.set_id, statuses, args.out)
+    written = export(_store(args), args.set_id, statuses, args.out)
     labels = ",".join(s.label for s in statuses)
     print(f"wrote {written} number(s) of set {args.set_id!r} with status {labels} to {args.out}")
     return EXIT_OK
@@ -227,6 +289,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except MobileStatusError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(_scrubbed(f"error: {error}", args), file=sys.stderr)
         return EXIT_STATUS[error.category]
     return code

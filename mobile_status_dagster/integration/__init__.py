@@ -1,7 +1,9 @@
 """The Dagster integration: thin glue over :mod:`mobile_status_dagster.core`.
 
 ==================  =================================================================
-``resources``       ``MobileStatusResource``: the provider account as a Dagster resource
+``resources``       ``MobileStatusResource``: the provider account as a Dagster resource;
+                    ``PostgresStoreResource``: a PostgreSQL database as the store
+``store_access``    which store (DuckDB or PostgreSQL) a run, a check, a sensor reads
 ``assets``          the factory: ``mobile_status``, its partitions, sensors, schedule
 ``names``           every name of an instance, derived from its key prefix
 ``derived``         the summary and charges assets

@@ -11,16 +11,29 @@ from dagster_duckdb import DuckDBResource
 
 from mobile_status_dagster.integration import environment as settings
 from mobile_status_dagster.integration.assets import build_mobile_status_defs
-from mobile_status_dagster.integration.resources import MobileStatusResource
+from mobile_status_dagster.integration.resources import (
+    MobileStatusResource,
+    PostgresStoreResource,
+)
+
+DUCKDB_RESOURCE_KEY = "duckdb"
+POSTGRES_RESOURCE_KEY = "mobile_status_store"
+
+
+def store_resource_key(deployment: settings.DeploymentSettings) -> str:
+    """The key of the store resource: ``mobile_status_store`` (PostgreSQL) or ``duckdb``."""
+    return DUCKDB_RESOURCE_KEY if deployment.store is None else POSTGRES_RESOURCE_KEY
 
 
 def default_resources(deployment: settings.DeploymentSettings) -> dict[str, Any]:
-    """``mobile_status_api`` and ``duckdb`` from the deployment settings.
+    """``mobile_status_api`` and the store (see :func:`store_resource_key`) from the
+    deployment settings.
 
-    The base URL and token stay ``EnvVar``s, resolved at run start, so the token
-    never enters the definitions or the UI.
+    The base URL, the token and a PostgreSQL store's URL stay ``EnvVar``s, resolved at
+    run start, so no secret enters the definitions, the run storage or the UI: the
+    PostgreSQL store is ``$MOBILE_STATUS_STORE`` (``deployment.store`` only selects it).
     """
-    return {
+    api: dict[str, Any] = {
         "mobile_status_api": MobileStatusResource(
             base_url=dg.EnvVar(settings.BASE_URL),
             token=dg.EnvVar(settings.TOKEN),
@@ -29,7 +42,11 @@ def default_resources(deployment: settings.DeploymentSettings) -> dict[str, Any]
             unit_price=deployment.unit_price,
             timeout_s=deployment.timeout_s,
         ),
-        "duckdb": DuckDBResource(
+    }
+    if deployment.store is not None:
+        return api | {POSTGRES_RESOURCE_KEY: PostgresStoreResource(url=dg.EnvVar(settings.STORE))}
+    return api | {
+        DUCKDB_RESOURCE_KEY: DuckDBResource(
             database=deployment.db,
             connection_config=(
                 {"memory_limit": deployment.duckdb_memory_limit}
@@ -43,7 +60,8 @@ def default_resources(deployment: settings.DeploymentSettings) -> dict[str, Any]
 def build_default_definitions(deployment: settings.DeploymentSettings) -> dg.Definitions:
     """The library's assets over ``number_sets`` with resources from ``deployment``."""
     return dg.Definitions.merge(
-        build_mobile_status_defs(), dg.Definitions(resources=default_resources(deployment))
+        build_mobile_status_defs(duckdb_resource_key=store_resource_key(deployment)),
+        dg.Definitions(resources=default_resources(deployment)),
     )
 
 

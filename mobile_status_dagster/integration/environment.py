@@ -5,18 +5,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from mobile_status_dagster.core.client import settings as client_settings
 from mobile_status_dagster.core.errors import ConfigurationError
 from mobile_status_dagster.core.money import DEFAULT_UNIT_PRICE, parse_price
+from mobile_status_dagster.core.store.postgres.connection import PostgresTarget, is_postgres_url
 
 BASE_URL = "MOBILE_STATUS_BASE_URL"
 TOKEN = "MOBILE_STATUS_TOKEN"  # noqa: S105 - the variable's name, not a token
 DB = "MOBILE_STATUS_DB"
 STORE = "MOBILE_STATUS_STORE"
-"""A ``postgresql://`` URL: the PostgreSQL store (else the DuckDB file of ``MOBILE_STATUS_DB``)."""
+"""The store: a ``postgresql://`` URL (PostgreSQL) or a DuckDB file; unset, ``MOBILE_STATUS_DB``."""
 MAX_CONCURRENCY = "MOBILE_STATUS_MAX_CONCURRENCY"
 QPS = "MOBILE_STATUS_QPS"
 UNIT_PRICE = "MOBILE_STATUS_UNIT_PRICE"
@@ -44,6 +45,20 @@ class DeploymentSettings:
     unit_price: str = DEFAULT_UNIT_PRICE
     timeout_s: float = cast(float, client_settings.TIMEOUT_S.default)
     duckdb_memory_limit: str | None = None
+    store: str | None = field(default=None, repr=False)
+    """The PostgreSQL store's URL (from ``MOBILE_STATUS_STORE``; it may hold a password, so
+    it is not in ``repr``); ``None``: the DuckDB file :attr:`db`."""
+
+    @property
+    def postgres(self) -> PostgresTarget | None:
+        """The PostgreSQL store, or ``None`` for the DuckDB file."""
+        return None if self.store is None else PostgresTarget(self.store)
+
+    @property
+    def store_shown(self) -> str:
+        """Where the store is, safe to print (the URL's password masked)."""
+        target = self.postgres
+        return self.db if target is None else target.shown
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DeploymentSettings:
@@ -54,8 +69,10 @@ class DeploymentSettings:
             client_settings.validated_base_url(base_url, setting=BASE_URL)
         price = env.get(UNIT_PRICE, "").strip() or DEFAULT_UNIT_PRICE
         parse_price(price, setting=UNIT_PRICE)
+        db, store = store_location(env.get(STORE, ""), env.get(DB, "").strip() or DEFAULT_DB)
         return cls(
-            db=env.get(DB, "").strip() or DEFAULT_DB,
+            store=store,
+            db=db,
             max_concurrency=cast(
                 int,
                 client_settings.MAX_CONCURRENCY.parse(
@@ -69,6 +86,22 @@ class DeploymentSettings:
             ),
             duckdb_memory_limit=_memory_limit(env),
         )
+
+
+def store_location(value: str, db: str, *, setting: str = STORE) -> tuple[str, str | None]:
+    """``(duckdb file, postgres url)`` for a store ``value``: a ``postgresql://`` URL (checked,
+    errors masked) keeps ``db``; any other value is a DuckDB file; empty: ``db``."""
+    value = value.strip()
+    if not value:
+        return db, None
+    if not is_postgres_url(value):
+        return value, None
+    try:
+        PostgresTarget(value)
+    except ConfigurationError as error:
+        problem = str(error).removeprefix(f"{error.setting}: ")
+        raise ConfigurationError(setting, problem) from None
+    return db, value
 
 
 def _memory_limit(env: Mapping[str, str]) -> str | None:

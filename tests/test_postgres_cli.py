@@ -1,0 +1,167 @@
+"""The ``mobile-status`` command on the PostgreSQL store (the real console script, a real
+server, the simulator on loopback): ``--store`` or ``$MOBILE_STATUS_STORE``; the URL's
+password is never printed."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from mobile_status_dagster.core.store.postgres import PostgresTarget
+from mobile_status_dagster.integration import environment as settings
+from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer
+from tests.support import PRICE, cli_env, run_cli, sample_numbers, truth
+from tests.test_cli import _charges, _summary_rows
+from tests.test_postgres_engine import assert_published, pg_rows, seed_pg_sets
+
+
+@pytest.fixture
+def password(postgres_url: str) -> str:
+    secret = PostgresTarget(postgres_url).password
+    assert secret
+    return secret
+
+
+def statuses_of(numbers: list[str], invalid: int) -> list[int]:
+    counts = [0] * 6
+    for m in numbers:
+        counts[truth(m)] += 1
+    return [*counts, invalid]
+
+
+def test_enrich_plan_and_report_on_postgresql(
+    simulator: SimulatorServer, postgres_url: str, password: str, tmp_path: Path
+) -> None:
+    mobiles = sample_numbers(100, seed=51)
+    sets = {"leads": [*mobiles[:70], "abc"], "signups": mobiles[50:]}
+    seed_pg_sets(postgres_url, sets)
+    # The DuckDB file of $MOBILE_STATUS_DB is not touched when the store is PostgreSQL.
+    duckdb_file = tmp_path / "unused.duckdb"
+    env = cli_env(simulator, duckdb_file, **{settings.STORE: postgres_url})
+    shown: list[str] = []
+
+    plan = run_cli("plan", "--all", env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert "to send (de-duplicated across sets): 100" in plan.stdout
+    shown += [plan.stdout, plan.stderr]
+
+    first = run_cli("enrich", "--set", "leads", "--quiet", env=env)
+    assert first.returncode == 0, first.stderr
+    billed = simulator.provider.ledger(billed_only=True)
+    calls, charged, cost = _charges(first.stdout)
+    assert (calls, charged) == (len(simulator.provider.ledger()), len(billed))
+    assert cost == f"{Decimal(PRICE) * len(billed):.2f}"
+    assert _summary_rows(first.stdout) == {"leads": statuses_of(mobiles[:70], 1)}
+    assert_published(postgres_url, "leads", sets["leads"])
+    shown += [first.stdout, first.stderr]
+
+    # --store on the command line (here without the password: libpq reads PGPASSWORD).
+    no_password = postgres_url.replace(f":{password}@", "@")
+    env_flag = cli_env(simulator, duckdb_file, PGPASSWORD=password)
+    second = run_cli("enrich", "--all", "--store", no_password, env=env_flag)
+    assert second.returncode == 0, second.stderr
+    assert list(_summary_rows(second.stdout)) == ["leads", "signups"]
+    assert_published(postgres_url, "signups", sets["signups"])
+    shown += [second.stdout, second.stderr]
+    calls = len(simulator.provider.ledger())
+
+    report = run_cli("report", env=env)
+    assert report.returncode == 0, report.stderr
+    rows = _summary_rows(report.stdout)
+    assert rows == {
+        "leads": statuses_of(mobiles[:70], 1),
+        "signups": statuses_of(mobiles[50:], 0),
+    }
+    assert "charges by set (all runs):" in report.stdout
+    shown += [report.stdout, report.stderr]
+
+    again = run_cli("plan", "--all", "--store", postgres_url, env=cli_env(simulator, duckdb_file))
+    assert again.returncode == 0, again.stderr
+    unknown = sum(1 for m in mobiles if truth(m) == 0)  # asked again, for free
+    assert f"to send (de-duplicated across sets): {unknown}" in again.stdout
+    shown += [again.stdout, again.stderr]
+
+    assert len(simulator.provider.ledger()) == calls  # planning and reporting cost nothing
+    assert not duckdb_file.exists()
+    billed_rows = pg_rows(postgres_url, "SELECT count(*) FROM provider_calls WHERE billed")
+    assert billed_rows == [(len(simulator.provider.ledger(billed_only=True)),)]
+    for text in shown:
+        assert password not in text
+        assert DEMO_TOKEN not in text
+
+
+def test_a_store_that_cannot_be_opened_is_named_without_its_password(
+    simulator: SimulatorServer, postgres_url: str, password: str, tmp_path: Path
+) -> None:
+    wrong_db = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
+    wrong_password = postgres_url.replace(f":{password}@", ":not-the-password@")
+    for url, secret in ((wrong_db, password), (wrong_password, "not-the-password")):
+        env = cli_env(simulator, tmp_path / "x.duckdb")
+        for command in (("report",), ("plan", "--all"), ("enrich", "--all", "--quiet")):
+            result = run_cli(*command, "--store", url, env=env)
+            assert result.returncode == 4, (command, result.stdout, result.stderr)
+            assert "PostgreSQL store postgresql://" in result.stderr
+            assert secret not in result.stdout + result.stderr
+    assert simulator.provider.ledger() == []
+
+
+def test_a_malformed_store_url_is_refused_naming_the_setting(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    env = cli_env(simulator, tmp_path / "x.duckdb")
+    result = run_cli("report", "--store", "postgresql://me:hunter2@localhost", env=env)
+    assert result.returncode == 2
+    assert "--store" in result.stderr
+    assert "hunter2" not in result.stderr
+    from_env = run_cli("report", env=env | {settings.STORE: "postgresql://me:hunter2@localhost"})
+    assert from_env.returncode == 2
+    assert settings.STORE in from_env.stderr
+    assert "hunter2" not in from_env.stderr
+
+
+def test_the_default_definitions_follow_mobile_status_store() -> None:
+    from mobile_status_dagster.integration.definitions import (
+        POSTGRES_RESOURCE_KEY,
+        build_default_definitions,
+        default_resources,
+    )
+    from mobile_status_dagster.integration.resources import PostgresStoreResource
+
+    url = "postgresql://app:s3cr3t-pw@db.example.com/warehouse"
+    deployment = settings.DeploymentSettings.from_env({settings.STORE: url})
+    assert deployment.store == url
+    assert "s3cr3t-pw" not in repr(deployment)
+    assert deployment.store_shown == "postgresql://app:********@db.example.com/warehouse"
+    resources = default_resources(deployment)
+    assert set(resources) == {"mobile_status_api", POSTGRES_RESOURCE_KEY}
+    store = resources[POSTGRES_RESOURCE_KEY]
+    assert isinstance(store, PostgresStoreResource)
+    assert store.url == settings.STORE  # an EnvVar: resolved at run start, never stored
+    defs = build_default_definitions(deployment)
+    assert POSTGRES_RESOURCE_KEY in defs.get_repository_def().get_top_level_resources()
+
+    as_file = settings.DeploymentSettings.from_env({settings.STORE: "/data/w.duckdb"})
+    assert (as_file.db, as_file.store) == ("/data/w.duckdb", None)
+    unset = settings.DeploymentSettings.from_env({settings.DB: "/data/x.duckdb"})
+    assert (unset.db, unset.store) == ("/data/x.duckdb", None)
+    assert set(default_resources(unset)) == {"mobile_status_api", "duckdb"}
+
+
+def test_load_and_export_say_plainly_they_are_not_on_postgresql_yet(
+    simulator: SimulatorServer, postgres_url: str, password: str, tmp_path: Path
+) -> None:
+    numbers = tmp_path / "n.txt"
+    numbers.write_text("13912345678\n", encoding="utf-8")
+    env = cli_env(simulator, tmp_path / "x.duckdb", **{settings.STORE: postgres_url})
+    for command in (
+        ("load", str(numbers), "--set", "a"),
+        ("export", "--set", "a", "--out", str(tmp_path / "out.csv")),
+    ):
+        result = run_cli(*command, env=env)
+        assert result.returncode == 2, result.stderr
+        assert "not available on the PostgreSQL store yet" in result.stderr
+        assert "--store" in result.stderr
+        assert password not in result.stderr
+    assert not (tmp_path / "x.duckdb").exists()
