@@ -149,19 +149,90 @@ def test_the_default_definitions_follow_mobile_status_store() -> None:
     assert set(default_resources(unset)) == {"mobile_status_api", "duckdb"}
 
 
-def test_load_and_export_say_plainly_they_are_not_on_postgresql_yet(
+def test_load_enrich_and_export_on_postgresql_as_on_duckdb(
     simulator: SimulatorServer, postgres_url: str, password: str, tmp_path: Path
 ) -> None:
-    numbers = tmp_path / "n.txt"
-    numbers.write_text("13912345678\n", encoding="utf-8")
+    """The same files loaded, enriched and exported through both stores give the same
+    command output and the same exported rows (``checked_at`` aside)."""
+    mobiles = sample_numbers(60, seed=52)
+    csv_file = tmp_path / "leads.csv"
+    csv_file.write_text(
+        "name,mobile\n"
+        + "".join(f"p{i},+86 {m[:3]}-{m[3:7]}-{m[7:]}\n" for i, m in enumerate(mobiles[:40]))
+        + "x,abc\ny,=cmd|calc\n",
+        encoding="utf-8",
+    )
+    txt_file = tmp_path / "more.txt"
+    txt_file.write_text("\n".join(mobiles[30:]) + "\n", encoding="utf-8")
+    duckdb_file = tmp_path / "w.duckdb"
+    stores = {
+        "duckdb": cli_env(simulator, duckdb_file),
+        "postgres": cli_env(
+            simulator, tmp_path / "unused.duckdb", **{settings.STORE: postgres_url}
+        ),
+    }
+    outputs: dict[str, list[str]] = {}
+    exported: dict[str, dict[str, list[list[str]]]] = {}
+    for name, env in stores.items():
+        steps = [
+            ("load", str(csv_file), "--set", "leads"),
+            ("load", str(txt_file), "--set", "more"),
+            ("load", str(txt_file), "--set", "more", "--replace"),
+            ("enrich", "--all", "--quiet"),
+        ]
+        outputs[name] = []
+        for step in steps:
+            result = run_cli(*step, env=env)
+            assert result.returncode == 0, (name, step, result.stderr)
+            assert password not in result.stdout + result.stderr
+            if step[0] == "load":
+                outputs[name].append(result.stdout)
+        exported[name] = {}
+        for set_id in ("leads", "more"):
+            for suffix in ("csv", "parquet"):
+                out = tmp_path / f"{name}-{set_id}.{suffix}"
+                result = run_cli(
+                    "export",
+                    "--set",
+                    set_id,
+                    "--status",
+                    "online,vacant,powered_off",
+                    "--out",
+                    str(out),
+                    env=env,
+                )
+                assert result.returncode == 0, (name, result.stderr)
+                assert password not in result.stdout + result.stderr
+                assert out.stat().st_mode & 0o777 == 0o600
+                exported[name][f"{set_id}.{suffix}"] = _rows_without_checked_at(out)
+    assert outputs["postgres"] == outputs["duckdb"]
+    assert "loaded 42 row(s) into set 'leads': 40 valid, 2 rejected" in outputs["postgres"][0]
+    assert exported["postgres"] == exported["duckdb"]
+    assert exported["postgres"]["leads.csv"]  # something was exported
+    assert not (tmp_path / "unused.duckdb").exists()
+    counts = pg_rows(postgres_url, "SELECT set_id, count(*) FROM number_sets GROUP BY 1 ORDER BY 1")
+    assert counts == [("leads", 42), ("more", 30)]  # --replace replaced, did not append
+
+
+def _rows_without_checked_at(path: Path) -> list[list[str]]:
+    import duckdb
+
+    with duckdb.connect() as conn:
+        reader = "read_csv(?, all_varchar = true)" if path.suffix == ".csv" else "read_parquet(?)"
+        relation = conn.sql(f"SELECT * EXCLUDE (checked_at) FROM {reader}", params=[str(path)])
+        return [[str(v) for v in row] for row in relation.fetchall()]
+
+
+def test_load_and_export_errors_on_postgresql_are_plain(
+    simulator: SimulatorServer, postgres_url: str, password: str, tmp_path: Path
+) -> None:
     env = cli_env(simulator, tmp_path / "x.duckdb", **{settings.STORE: postgres_url})
-    for command in (
-        ("load", str(numbers), "--set", "a"),
-        ("export", "--set", "a", "--out", str(tmp_path / "out.csv")),
-    ):
-        result = run_cli(*command, env=env)
-        assert result.returncode == 2, result.stderr
-        assert "not available on the PostgreSQL store yet" in result.stderr
-        assert "--store" in result.stderr
-        assert password not in result.stderr
+    missing = run_cli("load", str(tmp_path / "nope.csv"), "--set", "a", env=env)
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr
+    unpublished = run_cli("export", "--set", "a", "--out", str(tmp_path / "o.csv"), env=env)
+    assert unpublished.returncode == 2
+    assert "has no published rows" in unpublished.stderr
+    for result in (missing, unpublished):
+        assert password not in result.stdout + result.stderr
     assert not (tmp_path / "x.duckdb").exists()

@@ -11,14 +11,12 @@ from dagster_duckdb import DuckDBResource
 
 from mobile_status_dagster.cli.runs import RunOutcome, cli_instance, materialize_sets
 from mobile_status_dagster.core.engine.estimate import CostEstimate
-from mobile_status_dagster.core.errors import ConfigurationError, UnknownSetError
+from mobile_status_dagster.core.errors import UnknownSetError
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.status import Status
-from mobile_status_dagster.core.store.connection import file_connect
 from mobile_status_dagster.core.store.reports import Charges, StatusCount
 from mobile_status_dagster.core.store.schema import DEFAULT_TABLES
 from mobile_status_dagster.core.store.source import Partition, SourceTable
-from mobile_status_dagster.core.store.summaries import export_set
 from mobile_status_dagster.integration.assets import build_mobile_status_assets
 from mobile_status_dagster.integration.definitions import default_resources, store_resource_key
 from mobile_status_dagster.integration.environment import DeploymentSettings
@@ -95,17 +93,6 @@ def require_database(store: Store) -> None:
         raise UnknownSetError(
             f"database {printable(db)} does not exist; load a file first (or set --db)"
         )
-
-
-def require_duckdb(store: Store, command: str) -> str:
-    """The DuckDB file of ``store``; a PostgreSQL store is refused, naming ``--store``."""
-    access = _access(store)
-    if not isinstance(access, DuckDBAccess):
-        raise ConfigurationError(
-            "--store",
-            f"{command} is not available on the PostgreSQL store yet; use a DuckDB file (--db)",
-        )
-    return access.shown
 
 
 def resolve_sets(store: Store, set_ids: Sequence[str] | None, *, all_sets: bool) -> list[str]:
@@ -232,10 +219,9 @@ def print_report(store: Store, set_ids: Sequence[str] | None) -> None:
 
 def export(store: Store, set_id: str, statuses: Sequence[Status], out: Path) -> int:
     """Write the set's numbers with ``statuses`` to ``out``; the count written."""
-    db = require_duckdb(store, "export")
-    require_database(db)
-    with file_connect(db)() as conn:
-        return export_set(conn, set_id, statuses, out, tables=DEFAULT_TABLES)
+    access = _access(store)
+    require_database(access)
+    return access.export_set(set_id, statuses, out, tables=DEFAULT_TABLES)
 
 
 def money(amount: Decimal) -> str:

@@ -192,17 +192,12 @@ def _password(url: str) -> str | None:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from mobile_status_dagster.cli.commands import require_duckdb
     from mobile_status_dagster.cli.runs import cli_instance, register_sets
-    from mobile_status_dagster.core.store.connection import file_connect
-    from mobile_status_dagster.core.store.load import load_file
     from mobile_status_dagster.integration.assets import DEFAULT_PARTITIONS_NAME
 
-    db = require_duckdb(_store(args), "load")
-    with file_connect(db)() as conn:
-        result = load_file(
-            conn, args.file, set_id=args.set_id, column=args.column, replace=args.replace
-        )
+    result = _store(args).load_file(
+        args.file, set_id=args.set_id, column=args.column, replace=args.replace
+    )
     register_sets(cli_instance(), DEFAULT_PARTITIONS_NAME, [result.set_id])
     rejected = sum(result.rejected.values())
     reasons = ", ".join(f"{reason} {n}" for reason, n in result.rejected.items())

@@ -20,15 +20,21 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Protocol
 
 import dagster as dg
 import duckdb
+import psycopg
 from dagster_duckdb import DuckDBResource
 
 from mobile_status_dagster.core.engine import journal_dir_for
+from mobile_status_dagster.core.errors import StoreWriteError
 from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.numbers import error_reason
+from mobile_status_dagster.core.status import Status
 from mobile_status_dagster.core.store import audit_checks, reports, schema, summaries
+from mobile_status_dagster.core.store import load as duckdb_load
 from mobile_status_dagster.core.store import plan as duckdb_plan
 from mobile_status_dagster.core.store import source as duckdb_source
 from mobile_status_dagster.core.store.audit_checks import CheckOutcome
@@ -36,6 +42,7 @@ from mobile_status_dagster.core.store.backend import StateStore
 from mobile_status_dagster.core.store.duckdb_store import DuckDBStore
 from mobile_status_dagster.core.store.plan import RunPlan
 from mobile_status_dagster.core.store.postgres import audit_checks as pg_audit_checks
+from mobile_status_dagster.core.store.postgres import files as pg_files
 from mobile_status_dagster.core.store.postgres import plan as pg_plan
 from mobile_status_dagster.core.store.postgres import reports as pg_reports
 from mobile_status_dagster.core.store.postgres import schema as pg_schema
@@ -130,6 +137,18 @@ class StoreAccess(Protocol):
 
     def scrub(self, text: str) -> str:
         """``text`` with any secret of the store's location masked."""
+        ...
+
+    def load_file(
+        self, path: Path, *, set_id: str, column: str | None, replace: bool
+    ) -> duckdb_load.LoadResult:
+        """Load a number file into set ``set_id`` of the default source table."""
+        ...
+
+    def export_set(
+        self, set_id: str, statuses: Sequence[Status], out: Path, *, tables: Tables
+    ) -> int:
+        """Write the set's numbers with ``statuses`` to ``out``; the count written."""
         ...
 
 
@@ -351,6 +370,18 @@ class DuckDBAccess:
     def scrub(self, text: str) -> str:
         return text
 
+    def load_file(
+        self, path: Path, *, set_id: str, column: str | None, replace: bool
+    ) -> duckdb_load.LoadResult:
+        with closing_connect(self.resource)() as conn:
+            return duckdb_load.load_file(conn, path, set_id=set_id, column=column, replace=replace)
+
+    def export_set(
+        self, set_id: str, statuses: Sequence[Status], out: Path, *, tables: Tables
+    ) -> int:
+        with closing_connect(self.resource)() as conn:
+            return summaries.export_set(conn, set_id, statuses, out, tables=tables)
+
 
 @dataclass(frozen=True)
 class PostgresAccess:
@@ -373,6 +404,28 @@ class PostgresAccess:
 
     def scrub(self, text: str) -> str:
         return self.target.scrub(text)
+
+    def load_file(
+        self, path: Path, *, set_id: str, column: str | None, replace: bool
+    ) -> duckdb_load.LoadResult:
+        try:
+            with self.target.connect()() as conn:
+                return pg_files.load_file(conn, path, set_id=set_id, column=column, replace=replace)
+        except psycopg.Error as error:
+            raise self._write_failed("load into", error) from None
+
+    def export_set(
+        self, set_id: str, statuses: Sequence[Status], out: Path, *, tables: Tables
+    ) -> int:
+        try:
+            with self.target.connect()() as conn:
+                return pg_files.export_set(conn, set_id, statuses, out, tables=tables)
+        except psycopg.Error as error:
+            raise self._write_failed("export from", error) from None
+
+    def _write_failed(self, what: str, error: psycopg.Error) -> StoreWriteError:
+        reason = self.scrub(error_reason(error))
+        return StoreWriteError(f"could not {what} the PostgreSQL store {self.shown} ({reason})")
 
 
 def access_for(resource: StoreResource) -> StoreAccess:

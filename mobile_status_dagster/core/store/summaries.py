@@ -133,6 +133,18 @@ def export_set(
     carriage return: :data:`FORMULA_START`) gets a leading ``'``, as OWASP recommends;
     Parquet exports keep the values exactly.
     """
+    check_export_target(out)
+    ensure_schema(conn, tables)
+    published = conn.execute(
+        f"SELECT count(*) FROM {tables.published} WHERE set_id = ?", [set_id]
+    ).fetchone()
+    if not published or not published[0]:
+        raise ExportError(no_published_rows(set_id))
+    return write_export(conn, set_id, statuses, out, tables=tables)
+
+
+def check_export_target(out: Path) -> str:
+    """``csv`` or ``parquet``: the kind of export ``out`` names (``ExportError`` if none)."""
     kind = EXPORT_SUFFIXES.get(out.suffix.lower())
     if kind is None:
         raise ExportError(f"{out}: use a .csv or .parquet file name")
@@ -140,12 +152,24 @@ def export_set(
         raise ExportError(f"{out}: directory {out.parent} does not exist")
     if out.is_dir():
         raise ExportError(f"{out}: is a directory")
-    ensure_schema(conn, tables)
-    published = conn.execute(
-        f"SELECT count(*) FROM {tables.published} WHERE set_id = ?", [set_id]
-    ).fetchone()
-    if not published or not published[0]:
-        raise ExportError(f"set {set_id!r} has no published rows; enrich it first")
+    return kind
+
+
+def no_published_rows(set_id: str) -> str:
+    """The message of an export of a set that has no published rows."""
+    return f"set {set_id!r} has no published rows; enrich it first"
+
+
+def write_export(
+    conn: duckdb.DuckDBPyConnection,
+    set_id: str,
+    statuses: Sequence[Status],
+    out: Path,
+    *,
+    tables: Tables,
+) -> int:
+    """Write the export of :func:`export_set` from ``tables.published`` (checked first)."""
+    kind = check_export_target(out)
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {_EXPORT} AS
