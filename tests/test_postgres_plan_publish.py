@@ -8,10 +8,11 @@ publish, and the plans, spools, outcomes, published rows and summary rows must b
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -126,7 +127,7 @@ def cache_rows() -> list[tuple[Any, ...]]:
             (
                 mobile,
                 None if status is None else int(status),
-                Status(status).label if answered else None,
+                Status(status).label if status is not None else None,
                 operators[i % 3] if answered and status != Status.UNKNOWN else None,
                 f"order-{i}" if answered else None,
                 code,
@@ -139,7 +140,7 @@ def cache_rows() -> list[tuple[Any, ...]]:
 
 def usable_cache_rows() -> list[tuple[Any, ...]]:
     """A cache where every number of :data:`SETS` has a usable answer (fresh or this run's)."""
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for i, mobile in enumerate(NUMBERS[:30]):
         run = RUN if i % 3 == 0 else "run-0"
         status = (Status.ONLINE, Status.VACANT, Status.POWERED_OFF, Status.CANCELLED)[i % 4]
@@ -210,7 +211,7 @@ class Stores:
         self.duck.execute(statement, list(params))
         self.pg.execute(statement.replace("?", "%s"), list(params) or None)
 
-    def seed_sets(self, sets: dict[str, list[str | None]]) -> None:
+    def seed_sets(self, sets: Mapping[str, Sequence[str | None]]) -> None:
         self.insert(
             "number_sets",
             [(key, mobile) for key, mobiles in sets.items() for mobile in mobiles],
@@ -294,7 +295,7 @@ def both_publish(
     stores: Stores, source: SourceTable, partitions: Sequence[Partition], **options: Any
 ) -> list[PartitionOutcome]:
     """Publish in both, assert equal outcomes and tables; the outcomes."""
-    options = {"run_id": RUN, "now": NOW, "freshness": FRESHNESS} | options
+    options = {"run_id": RUN, "now": NOW, "freshness": FRESHNESS, **options}
     expected = duck_publish.publish_partitions(
         stores.duck, source, partitions, tables=TABLES, **options
     )
@@ -416,8 +417,8 @@ def test_check_source_exists_matches_duckdb(stores: Stores) -> None:
         SourceTable(table="a..b"),
     ]
     for source in cases:
-        expected = refusal(lambda s=source: s.check_exists(stores.duck))
-        got = refusal(lambda s=source: pg_plan.check_source_exists(stores.pg, s))
+        expected = refusal(functools.partial(source.check_exists, stores.duck))
+        got = refusal(functools.partial(pg_plan.check_source_exists, stores.pg, source))
         assert got == expected, source
     assert refusal(lambda: pg_plan.check_source_exists(stores.pg, cases[2])) == (
         "source_table | source_table: table 'no_such_table' does not exist in the database"
@@ -426,7 +427,7 @@ def test_check_source_exists_matches_duckdb(stores: Stores) -> None:
     # queries; a name PostgreSQL refuses is a missing table, and the session stays usable.
     for table in ("numbers", "a.b.c.d", "other_db.public.number_sets"):
         source = SourceTable(table=table)
-        assert refusal(lambda s=source: pg_plan.check_source_exists(stores.pg, s)) == (
+        assert refusal(functools.partial(pg_plan.check_source_exists, stores.pg, source)) == (
             f"source_table | source_table: table {table!r} does not exist in the database"
         )
     assert stores.pg.execute("SELECT 1").fetchone() == (1,)
