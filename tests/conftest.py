@@ -11,6 +11,7 @@ import pytest
 
 from mobile_status_dagster.simulator import SimulatorConfig, SimulatorServer
 from tests.postgres_server import PostgresServer, PostgresServerInfo, PostgresUnavailable
+from tests.warehouses import BACKENDS, Warehouse, make_warehouse
 
 
 @pytest.fixture
@@ -69,3 +70,10 @@ def postgres_url(postgres_server: PostgresServerInfo) -> Iterator[str]:
     """URL of a new empty database ``test_<uuid hex>`` on :func:`postgres_server`, dropped after."""
     with postgres_server.fresh_database() as database:
         yield database.url
+
+
+@pytest.fixture(params=BACKENDS)
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
+    """The test's store, once per backend (ids ``duckdb`` / ``postgresql``): a fresh DuckDB
+    file, or a fresh PostgreSQL database that runs find through ``$MOBILE_STATUS_STORE``."""
+    return make_warehouse(request, tmp_path)

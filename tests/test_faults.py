@@ -12,6 +12,14 @@ For every fault the tests check the product's promise against the provider's led
 - a rerun after the fault clears publishes every set and pays only for what was
   missing: no number is billed twice except those whose billed answer never arrived.
 
+The provider faults, all faults together, the provider unreachable, the hostile input
+(ten thousand rows, set ids with quotes through the CLI, unknown sets, a factory pointed at a
+missing table or column) run on both stores: the ``warehouse`` fixture (``tests.warehouses``,
+ids ``duckdb`` / ``postgresql``). On PostgreSQL the hostile rows hold U+FFFD where DuckDB's
+hold NUL (PostgreSQL text cannot hold NUL). Three stay DuckDB-only: the sensor over a missing
+column and the refused settings (CLI and resource) check what reaches a DuckDB file before
+any run and are about configuration, not the store.
+
 The resource does not expose the client's backoff (``backoff_initial_s`` /
 ``backoff_max_s`` are ``ClientSettings`` fields only), so the tests shorten it by
 patching the resource module's ``ClientSettings``.
@@ -41,10 +49,8 @@ from mobile_status_dagster.cli.main import EXIT_USAGE
 from mobile_status_dagster.cli.runs import RunOutcome, materialize_sets
 from mobile_status_dagster.core import numbers
 from mobile_status_dagster.core.client import ClientSettings
-from mobile_status_dagster.core.engine import journal_dir_for
 from mobile_status_dagster.core.errors import ConfigurationError
 from mobile_status_dagster.core.status import Status
-from mobile_status_dagster.core.store.schema import SOURCE_DDL
 from mobile_status_dagster.integration import environment as settings
 from mobile_status_dagster.integration import resources
 from mobile_status_dagster.integration.assets import build_mobile_status_assets
@@ -64,11 +70,11 @@ from tests.support import (
     query,
     requests_since,
     revoke_token_after,
-    run_sets,
     sample_numbers,
     seed_sets,
     truth,
 )
+from tests.warehouses import DuckDBWarehouse, Warehouse, run_sets
 
 #: Seeds the simulator's answers and fault draws (one seed: one sequence of faults).
 SEED = 3
@@ -146,9 +152,8 @@ class AuditRow:
     run_id: str
 
 
-def audit_rows(db: Path) -> list[AuditRow]:
-    rows = query(
-        db,
+def audit_rows(db: Warehouse) -> list[AuditRow]:
+    rows = db.query(
         "SELECT order_number, mobile, provider_code, status_code, operator, billed, "
         "possibly_billed, http_status, error, run_id FROM provider_calls",
     )
@@ -195,7 +200,7 @@ class Reconciled:
     undelivered_billed: list[LedgerEntry] = field(default_factory=list)
 
 
-def reconcile(sim: SimulatorServer, db: Path, *, server_restarted: bool = False) -> Reconciled:
+def reconcile(sim: SimulatorServer, db: Warehouse, *, server_restarted: bool = False) -> Reconciled:
     """Match every request the provider saw with the audit row the client wrote.
 
     Answers match by order number, with the same number, status, operator and billing.
@@ -259,16 +264,16 @@ def reconcile(sim: SimulatorServer, db: Path, *, server_restarted: bool = False)
 
     # Every paid answer that arrived is in the cache (nothing billed is ever asked again,
     # so the billed answer is the number's latest).
-    cache = dict(query(db, "SELECT mobile, order_number FROM mobile_status_latest"))
+    cache = dict(db.query("SELECT mobile, order_number FROM mobile_status_latest"))
     for entry in ledger:
         if entry.billed and entry.order_number in result.delivered:
             assert cache.get(entry.mobile) == entry.order_number, numbers.mask(entry.mobile)
     return result
 
 
-def assert_journal_folded(db: Path) -> None:
-    """Every journal segment was folded into DuckDB and deleted."""
-    assert sorted(journal_dir_for(str(db)).glob("*.jsonl")) == []
+def assert_journal_folded(db: Warehouse) -> None:
+    """Every journal segment was folded into the store and deleted."""
+    assert sorted(db.journal_dir.glob("*.jsonl")) == []
 
 
 # --- outcomes -------------------------------------------------------------------------
@@ -289,18 +294,17 @@ def assert_defined_state(run: RunOutcome, fatal: Sequence[str] | None) -> None:
     assert "Traceback" not in message
 
 
-def assert_all_or_nothing(db: Path, sets: Mapping[str, Sequence[str | None]]) -> None:
+def assert_all_or_nothing(db: Warehouse, sets: Mapping[str, Sequence[str | None]]) -> None:
     """A partition is published whole (one row per input row) or not at all."""
-    counts = dict(query(db, "SELECT set_id, count(*) FROM mobile_status GROUP BY ALL"))
+    counts = dict(db.query("SELECT set_id, count(*) FROM mobile_status GROUP BY set_id"))
     for set_id, rows in sets.items():
         assert counts.get(set_id, 0) in (0, len(rows)), (set_id, counts)
 
 
-def assert_complete(db: Path, sets: Mapping[str, Sequence[str | None]]) -> None:
+def assert_complete(db: Warehouse, sets: Mapping[str, Sequence[str | None]]) -> None:
     """Every set published, every valid number with the provider's true answer."""
     for set_id, rows in sets.items():
-        table = query(
-            db,
+        table = db.query(
             "SELECT mobile, valid, status_code, invalid_reason, source FROM mobile_status "
             "WHERE set_id = ?",
             [set_id],
@@ -426,7 +430,7 @@ FAULTS = [
 
 def rerun_pays_only_for_what_was_missing(
     sim: SimulatorServer,
-    db: Path,
+    db: Warehouse,
     sets: Mapping[str, Sequence[str | None]],
     instance: dg.DagsterInstance,
     *,
@@ -455,23 +459,23 @@ def rerun_pays_only_for_what_was_missing(
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
 def test_provider_fault_keeps_every_paid_answer_and_a_rerun_completes_the_sets(
-    simulator: SimulatorServer, db: Path, monkeypatch: pytest.MonkeyPatch, fault: Fault
+    simulator: SimulatorServer, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch, fault: Fault
 ) -> None:
     sets = fault_sets()
-    seed_sets(db, sets)
+    warehouse.seed_sets(sets)
     instance = dg.DagsterInstance.ephemeral()
     simulator.provider.update_config(**fault.provider)
     with fault.mid_run(simulator, monkeypatch):
-        first = one_run(run_sets(simulator, db, list(sets), instance=instance, **fault.api))
+        first = one_run(run_sets(simulator, warehouse, list(sets), instance=instance, **fault.api))
 
     ledger = simulator.provider.ledger()
     assert fault.happened(ledger), f"the fault {fault.name} was not injected"
     assert all(e.mobile is not None and MOBILE_RE.fullmatch(e.mobile) for e in ledger)
     assert_defined_state(first, fault.fatal)
-    assert_all_or_nothing(db, sets)
-    assert_journal_folded(db)
-    reconciled = reconcile(simulator, db, server_restarted=fault.server_restarted)
-    possibly = query(db, "SELECT count(*) FROM provider_calls WHERE possibly_billed")[0][0]
+    assert_all_or_nothing(warehouse, sets)
+    assert_journal_folded(warehouse)
+    reconciled = reconcile(simulator, warehouse, server_restarted=fault.server_restarted)
+    possibly = warehouse.query("SELECT count(*) FROM provider_calls WHERE possibly_billed")[0][0]
     if fault.name.startswith("slow"):
         # The audit flags exactly the attempts whose (billed or unknown) answer was late.
         assert possibly == sum(e.fault == "slow" for e in ledger)
@@ -479,10 +483,10 @@ def test_provider_fault_keeps_every_paid_answer_and_a_rerun_completes_the_sets(
     elif not fault.server_restarted:
         assert possibly == 0
     if first.success:
-        assert_complete(db, sets)
+        assert_complete(warehouse, sets)
 
     rerun_pays_only_for_what_was_missing(
-        simulator, db, sets, instance, server_restarted=fault.server_restarted
+        simulator, warehouse, sets, instance, server_restarted=fault.server_restarted
     )
 
 
@@ -502,55 +506,57 @@ TRANSIENT: dict[str, Any] = {
 
 @pytest.mark.slow
 def test_all_faults_together_lose_nothing_and_the_third_run_completes(
-    simulator: SimulatorServer, db: Path, monkeypatch: pytest.MonkeyPatch
+    simulator: SimulatorServer, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Transient faults, a server restart and the balance running out; then the token
     revoked mid-run; then a healthy provider."""
     sets = fault_sets()
-    seed_sets(db, sets)
+    warehouse.seed_sets(sets)
     instance = dg.DagsterInstance.ephemeral()
     api: dict[str, Any] = {"timeout_s": 0.3, "max_concurrency": 16}
 
     simulator.provider.update_config(**TRANSIENT, balance=150)
     with server_goes_away(after=60, down_s=0.2)(simulator, monkeypatch):
-        first = one_run(run_sets(simulator, db, list(sets), instance=instance, **api))
+        first = one_run(run_sets(simulator, warehouse, list(sets), instance=instance, **api))
     assert_defined_state(first, ("4002", "Top up"))
-    assert_all_or_nothing(db, sets)
-    reconcile(simulator, db, server_restarted=True)
+    assert_all_or_nothing(warehouse, sets)
+    reconcile(simulator, warehouse, server_restarted=True)
     ledger = simulator.provider.ledger()
     assert {4002, 5001, 5002} <= {e.code for e in ledger}
     assert {"http_500", "malformed", "slow"} <= {e.fault for e in ledger}
 
     simulator.provider.update_config(balance=None)
     with revoke_token_after(simulator, 80):
-        second = one_run(run_sets(simulator, db, list(sets), instance=instance, **api))
+        second = one_run(run_sets(simulator, warehouse, list(sets), instance=instance, **api))
     assert_defined_state(second, ("4001", settings.TOKEN))
-    assert_all_or_nothing(db, sets)
-    assert_journal_folded(db)
+    assert_all_or_nothing(warehouse, sets)
+    assert_journal_folded(warehouse)
 
-    rerun_pays_only_for_what_was_missing(simulator, db, sets, instance, server_restarted=True)
+    rerun_pays_only_for_what_was_missing(
+        simulator, warehouse, sets, instance, server_restarted=True
+    )
 
 
 def test_provider_unreachable_for_the_whole_run_fails_saying_so(
-    simulator: SimulatorServer, db: Path
+    simulator: SimulatorServer, warehouse: Warehouse
 ) -> None:
     sets = fault_sets()
-    seed_sets(db, sets)
+    warehouse.seed_sets(sets)
     simulator.stop()
-    run = one_run(run_sets(simulator, db, list(sets), max_retries=1))
+    run = one_run(run_sets(simulator, warehouse, list(sets), max_retries=1))
     simulator.start()
     assert_defined_state(run, None)
     assert simulator.provider.ledger() == []
-    assert query(db, "SELECT DISTINCT error FROM provider_calls") == [("ConnectFailedError",)]
-    assert query(db, "SELECT count(*) FROM mobile_status") == [(0,)]
+    assert warehouse.query("SELECT DISTINCT error FROM provider_calls") == [("ConnectFailedError",)]
+    assert warehouse.query("SELECT count(*) FROM mobile_status") == [(0,)]
 
 
 def test_provider_unreachable_failure_message_says_why(
-    simulator: SimulatorServer, db: Path
+    simulator: SimulatorServer, warehouse: Warehouse
 ) -> None:
-    seed_sets(db, {"a": sample_numbers(20)})
+    warehouse.seed_sets({"a": sample_numbers(20)})
     simulator.stop()
-    run = one_run(run_sets(simulator, db, ["a"], max_retries=0))
+    run = one_run(run_sets(simulator, warehouse, ["a"], max_retries=0))
     simulator.start()
     assert not run.success
     assert run.message is not None
@@ -677,16 +683,14 @@ def hostile_rows() -> list[str | None]:
 
 @pytest.mark.slow
 def test_ten_thousand_hostile_rows_are_normalized_or_rejected_and_nothing_invalid_is_sent(
-    simulator: SimulatorServer, db: Path
+    simulator: SimulatorServer, warehouse: Warehouse
 ) -> None:
-    rows = hostile_rows()
+    rows = [warehouse.storable(raw) for raw in hostile_rows()]
     expected = {raw: numbers.normalize(raw) for raw in rows if raw is not None}
     valid = {n.mobile for n in expected.values() if n.mobile is not None}
     assert 300 <= len(valid) <= 410  # the sample's numbers, each in many spellings
-    with duckdb.connect(str(db)) as conn:  # one statement: executemany takes seconds here
-        conn.execute(SOURCE_DDL)
-        conn.execute("INSERT INTO number_sets (set_id, mobile) SELECT 'hostile', unnest(?)", [rows])
-    run = one_run(run_sets(simulator, db, ["hostile"]))
+    warehouse.seed_sets({"hostile": rows})
+    run = one_run(run_sets(simulator, warehouse, ["hostile"]))
     assert run.success, run.message
 
     ledger = simulator.provider.ledger()
@@ -699,8 +703,8 @@ def test_ten_thousand_hostile_rows_are_normalized_or_rejected_and_nothing_invali
     assert 4003 not in {e.code for e in ledger}
 
     # One published row per input row, the raw value kept verbatim, each with its reason.
-    published = query(
-        db, "SELECT mobile_raw, mobile, valid, invalid_reason, status_code FROM mobile_status"
+    published = warehouse.query(
+        "SELECT mobile_raw, mobile, valid, invalid_reason, status_code FROM mobile_status"
     )
     assert len(published) == HOSTILE_ROWS
     assert collections.Counter(r[0] for r in published) == collections.Counter(rows)
@@ -718,20 +722,21 @@ def test_ten_thousand_hostile_rows_are_normalized_or_rejected_and_nothing_invali
     )
 
     # The SQL-looking rows stayed data.
-    assert query(db, "SELECT count(*) FROM number_sets") == [(HOSTILE_ROWS,)]
-    tables = {t for (t,) in query(db, "SELECT table_name FROM duckdb_tables()")}
-    assert {"number_sets", "mobile_status", "mobile_status_latest", "provider_calls"} <= tables
+    assert warehouse.query("SELECT count(*) FROM number_sets") == [(HOSTILE_ROWS,)]
+    assert {"number_sets", "mobile_status", "mobile_status_latest", "provider_calls"} <= (
+        warehouse.tables()
+    )
 
 
 # --- unknown sets, missing tables and columns, hostile set ids -----------------------------
 
 
-def _nothing_written(sim: SimulatorServer, db: Path) -> None:
+def _nothing_written(sim: SimulatorServer, db: Warehouse) -> None:
     assert sim.provider.ledger() == []
-    tables = {t for (t,) in query(db, "SELECT table_name FROM duckdb_tables()")}
+    tables = db.tables()
     for table in ("mobile_status", "provider_calls", "mobile_status_latest"):
         if table in tables:
-            assert query(db, f"SELECT count(*) FROM {table}") == [(0,)], table
+            assert db.query(f"SELECT count(*) FROM {table}") == [(0,)], table
     assert_journal_folded(db)
 
 
@@ -748,16 +753,22 @@ MISSING_SOURCES: list[tuple[dict[str, Any], str, str]] = [
     ids=[m[1] + "-" + m[2] for m in MISSING_SOURCES],
 )
 def test_factory_pointed_at_a_missing_table_or_column_fails_naming_it(
-    simulator: SimulatorServer, db: Path, factory: dict[str, Any], setting: str, name: str
+    simulator: SimulatorServer,
+    warehouse: Warehouse,
+    factory: dict[str, Any],
+    setting: str,
+    name: str,
 ) -> None:
-    seed_sets(db, {"a": sample_numbers(20)})
-    run = one_run(run_sets(simulator, db, ["a"], built=build_mobile_status_assets(**factory)))
+    warehouse.seed_sets({"a": sample_numbers(20)})
+    run = one_run(
+        run_sets(simulator, warehouse, ["a"], built=build_mobile_status_assets(**factory))
+    )
     assert not run.success
     assert run.message is not None
     assert setting in run.message
     assert repr(name) in run.message
     assert "Traceback" not in run.message
-    _nothing_written(simulator, db)
+    _nothing_written(simulator, warehouse)
 
 
 def test_sensor_over_a_missing_set_column_names_the_setting(db: Path) -> None:
@@ -779,30 +790,43 @@ def test_sensor_over_a_missing_set_column_names_the_setting(db: Path) -> None:
 
 
 def test_unknown_set_id_through_dagster_fails_naming_it(
-    simulator: SimulatorServer, db: Path
+    simulator: SimulatorServer, warehouse: Warehouse
 ) -> None:
-    seed_sets(db, {"real": sample_numbers(5)})
+    warehouse.seed_sets({"real": sample_numbers(5)})
     instance = dg.DagsterInstance.ephemeral()
-    run = one_run(run_sets(simulator, db, ["o'brien; nope"], instance=instance))
+    run = one_run(run_sets(simulator, warehouse, ["o'brien; nope"], instance=instance))
     try:
         assert not run.success
         assert run.message is not None
         assert "o'brien; nope" in run.message
     finally:
-        _nothing_written(simulator, db)
-        assert query(db, "SELECT count(*) FROM mobile_status") == [(0,)]
+        _nothing_written(simulator, warehouse)
+        assert warehouse.query("SELECT count(*) FROM mobile_status") == [(0,)]
 
 
-@pytest.fixture
-def cli_environ(simulator: SimulatorServer, db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``os.environ`` made :func:`tests.support.cli_env` for in-process CLI calls; ``db``."""
-    environ = cli_env(simulator, db)
+def _environ(environ: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.environ`` made ``environ`` (for in-process CLI calls)."""
     for name in set(os.environ) - set(environ):
         monkeypatch.delenv(name)
     for name, value in environ.items():
         if os.environ.get(name) != value:
             monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def cli_environ(simulator: SimulatorServer, db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``os.environ`` made :func:`tests.support.cli_env` for in-process CLI calls; ``db``."""
+    _environ(cli_env(simulator, db), monkeypatch)
     return db
+
+
+@pytest.fixture
+def cli_warehouse(
+    simulator: SimulatorServer, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> Warehouse:
+    """``os.environ`` pointing in-process CLI calls at ``simulator`` and ``warehouse``."""
+    _environ(warehouse.cli_env(simulator), monkeypatch)
+    return warehouse
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -820,11 +844,11 @@ def _error_line(err: str) -> str:
 
 def test_set_ids_with_quotes_and_semicolons_through_the_cli(
     simulator: SimulatorServer,
-    cli_environ: Path,
+    cli_warehouse: Warehouse,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    db = cli_environ
+    warehouse = cli_warehouse
     hostile = "o'brien\"; DROP TABLE number_sets; --"
     mobiles = sample_numbers(30, seed=5)
     source = tmp_path / "list.txt"
@@ -836,7 +860,9 @@ def test_set_ids_with_quotes_and_semicolons_through_the_cli(
     code, out, err = _cli(capsys, "enrich", "--set", hostile, "--quiet")
     assert code == 0, err
     assert asked(simulator.provider.ledger()) == sorted(mobiles)
-    assert query(db, "SELECT set_id, count(*) FROM mobile_status GROUP BY ALL") == [(hostile, 30)]
+    assert warehouse.query("SELECT set_id, count(*) FROM mobile_status GROUP BY set_id") == [
+        (hostile, 30)
+    ]
 
     export = tmp_path / "out.csv"
     code, out, err = _cli(
@@ -857,8 +883,8 @@ def test_set_ids_with_quotes_and_semicolons_through_the_cli(
     assert repr(unknown) in line
     assert "unknown set" in line
     assert len(simulator.provider.ledger()) == mark
-    assert query(db, "SELECT count(*) FROM mobile_status") == [(30,)]
-    assert query(db, "SELECT count(*) FROM number_sets") == [(30,)]
+    assert warehouse.query("SELECT count(*) FROM mobile_status") == [(30,)]
+    assert warehouse.query("SELECT count(*) FROM number_sets") == [(30,)]
 
 
 # --- bad configuration: refused before any provider call, naming the setting ---------------
@@ -945,4 +971,4 @@ def test_resource_refuses_bad_settings_before_any_call_naming_the_setting(
     assert run.message is not None
     assert run.message.startswith(f"{setting}:"), run.message
     assert DEMO_TOKEN not in run.message
-    _nothing_written(simulator, db)
+    _nothing_written(simulator, DuckDBWarehouse(db))
