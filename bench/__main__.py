@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import client, pipeline, scale
+from bench import client, pipeline, postgres, scale
 from bench.report import Figure, print_table, write_json
 from mobile_status_dagster.integration.resources import LiteralTokenWarning
 
@@ -27,6 +27,8 @@ SCENARIOS: dict[str, Callable[[bool], list[Figure]]] = {
     "publish-scale": scale.publish_scale,  # 11
     "warehouse": scale.warehouse,  # 12
     "checks": scale.checks,  # 13
+    # The PostgreSQL store beside the DuckDB store, at the engine level (its own server).
+    "postgres": postgres.scenarios,  # 14
 }
 RESULTS = Path(__file__).with_name("results.json")
 QUICK_RESULTS = Path(__file__).with_name("results-quick.json")
