@@ -92,6 +92,35 @@ def test_enrich_plan_and_report_on_postgresql(
         assert DEMO_TOKEN not in text
 
 
+def test_the_store_schema_setting_keeps_every_table_in_that_schema(
+    simulator: SimulatorServer, postgres_url: str, tmp_path: Path
+) -> None:
+    mobiles = sample_numbers(20, seed=52)
+    seed_pg_sets(postgres_url, {"leads": mobiles}, schema="crm")
+    env = cli_env(
+        simulator,
+        tmp_path / "unused.duckdb",
+        **{settings.STORE: postgres_url, settings.STORE_SCHEMA: "crm"},
+    )
+    run = run_cli("enrich", "--set", "leads", "--quiet", env=env)
+    assert run.returncode == 0, run.stderr
+    tables = pg_rows(
+        postgres_url,
+        "SELECT table_schema, count(*) FROM information_schema.tables "
+        "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') GROUP BY 1",
+    )
+    assert [schema for schema, _ in tables] == ["crm"]  # nothing in public
+    published = pg_rows(postgres_url, "SELECT count(*) FROM crm.mobile_status")
+    assert published == [(len(mobiles),)]
+    assert pg_rows(postgres_url, "SELECT count(*) FROM crm.provider_calls WHERE billed") == [
+        (len(simulator.provider.ledger(billed_only=True)),)
+    ]
+
+    empty = run_cli("report", env=env | {settings.STORE_SCHEMA: " "})
+    assert empty.returncode == 2
+    assert settings.STORE_SCHEMA in empty.stderr
+
+
 def test_a_store_that_cannot_be_opened_is_named_without_its_password(
     simulator: SimulatorServer, postgres_url: str, password: str, tmp_path: Path
 ) -> None:
@@ -139,6 +168,12 @@ def test_the_default_definitions_follow_mobile_status_store() -> None:
     store = resources[POSTGRES_RESOURCE_KEY]
     assert isinstance(store, PostgresStoreResource)
     assert store.url == settings.STORE  # an EnvVar: resolved at run start, never stored
+    assert store.db_schema is None
+    in_schema = settings.DeploymentSettings.from_env(
+        {settings.STORE: url, settings.STORE_SCHEMA: "crm"}
+    )
+    assert default_resources(in_schema)[POSTGRES_RESOURCE_KEY].db_schema == "crm"
+    assert in_schema.postgres is not None and in_schema.postgres.schema == "crm"
     defs = build_default_definitions(deployment)
     assert POSTGRES_RESOURCE_KEY in defs.get_repository_def().get_top_level_resources()
 

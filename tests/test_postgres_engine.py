@@ -38,9 +38,13 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER_CONCURRENCY = 16
 
 
-def seed_pg_sets(url: str, sets: dict[str, list[str]]) -> None:
-    """The sets as rows of ``number_sets`` in PostgreSQL (through COPY)."""
+def seed_pg_sets(url: str, sets: dict[str, list[str]], *, schema: str | None = None) -> None:
+    """The sets as rows of ``number_sets`` in PostgreSQL (through COPY), in ``schema`` if
+    given (created), else in the search_path."""
     with psycopg.connect(url, autocommit=True) as conn:
+        if schema is not None:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            conn.execute(f'SET search_path TO "{schema}"')
         create_default_source(conn)
         with conn.cursor().copy("COPY number_sets (set_id, mobile) FROM STDIN") as copy:
             for set_id, numbers in sets.items():

@@ -44,7 +44,10 @@ def default_resources(deployment: settings.DeploymentSettings) -> dict[str, Any]
         ),
     }
     if deployment.store is not None:
-        return api | {POSTGRES_RESOURCE_KEY: PostgresStoreResource(url=dg.EnvVar(settings.STORE))}
+        store = PostgresStoreResource(
+            url=dg.EnvVar(settings.STORE), db_schema=deployment.store_schema
+        )
+        return api | {POSTGRES_RESOURCE_KEY: store}
     return api | {
         DUCKDB_RESOURCE_KEY: DuckDBResource(
             database=deployment.db,

@@ -18,6 +18,8 @@ TOKEN = "MOBILE_STATUS_TOKEN"  # noqa: S105 - the variable's name, not a token
 DB = "MOBILE_STATUS_DB"
 STORE = "MOBILE_STATUS_STORE"
 """The store: a ``postgresql://`` URL (PostgreSQL) or a DuckDB file; unset, ``MOBILE_STATUS_DB``."""
+STORE_SCHEMA = "MOBILE_STATUS_STORE_SCHEMA"
+"""The PostgreSQL store's schema; unset, the database's ``search_path``."""
 MAX_CONCURRENCY = "MOBILE_STATUS_MAX_CONCURRENCY"
 QPS = "MOBILE_STATUS_QPS"
 UNIT_PRICE = "MOBILE_STATUS_UNIT_PRICE"
@@ -48,11 +50,14 @@ class DeploymentSettings:
     store: str | None = field(default=None, repr=False)
     """The PostgreSQL store's URL (from ``MOBILE_STATUS_STORE``; it may hold a password, so
     it is not in ``repr``); ``None``: the DuckDB file :attr:`db`."""
+    store_schema: str | None = None
+    """The PostgreSQL store's schema (``MOBILE_STATUS_STORE_SCHEMA``); ``None``: the
+    database's ``search_path``. Ignored for a DuckDB file."""
 
     @property
     def postgres(self) -> PostgresTarget | None:
         """The PostgreSQL store, or ``None`` for the DuckDB file."""
-        return None if self.store is None else PostgresTarget(self.store)
+        return None if self.store is None else PostgresTarget(self.store, self.store_schema)
 
     @property
     def store_shown(self) -> str:
@@ -72,6 +77,7 @@ class DeploymentSettings:
         db, store = store_location(env.get(STORE, ""), env.get(DB, "").strip() or DEFAULT_DB)
         return cls(
             store=store,
+            store_schema=_store_schema(env),
             db=db,
             max_concurrency=cast(
                 int,
@@ -102,6 +108,15 @@ def store_location(value: str, db: str, *, setting: str = STORE) -> tuple[str, s
         problem = str(error).removeprefix(f"{error.setting}: ")
         raise ConfigurationError(setting, problem) from None
     return db, value
+
+
+def _store_schema(env: Mapping[str, str]) -> str | None:
+    raw = env.get(STORE_SCHEMA)
+    if raw is None:
+        return None
+    if not raw.strip():
+        raise ConfigurationError(STORE_SCHEMA, "is set but empty; unset it for the search_path")
+    return raw.strip()
 
 
 def _memory_limit(env: Mapping[str, str]) -> str | None:
