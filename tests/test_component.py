@@ -320,7 +320,7 @@ DERIVED = {
 }
 """Factory keywords the component derives from another of its fields."""
 
-COMPONENT_ONLY = {"provider", "database", "duckdb_memory_limit", "time_partitions"}
+COMPONENT_ONLY = {"provider", "database", "duckdb_memory_limit", "postgres", "time_partitions"}
 """Component fields that are not factory keywords: the resources and the partitions."""
 
 
@@ -507,3 +507,34 @@ def test_templates_in_numeric_fields_offsets_and_a_relative_database(
         MobileStatusComponent.resolve_from_yaml(
             "time_partitions: {cadence: hourly, start_date: '2026-01-01-00:00', day_offset: 1}"
         )
+
+
+def test_a_postgres_block_replaces_the_duckdb_file_and_refuses_to_be_combined_with_it() -> None:
+    """``postgres`` makes the store a ``PostgresStoreResource`` (url template as ``EnvVar``,
+    a literal schema as written) under ``<prefix>mobile_status_store``; together with
+    ``database`` or ``duckdb_memory_limit``, which it would ignore, it is refused by name."""
+    from mobile_status_dagster.core.errors import ConfigurationError
+    from mobile_status_dagster.integration.resources import PostgresStoreResource
+
+    context = dg.ComponentTree.for_test().load_context
+    component = MobileStatusComponent.resolve_from_yaml(
+        "key_prefix: [crm, cn]\npostgres: {url: \"{{ env('CRM_STORE') }}\", db_schema: crm}"
+    )
+    built = component.build_assets(context)
+    assert built.duckdb_resource_key == "crm_cn_mobile_status_store"
+    store = component.build_resources(context, built)["crm_cn_mobile_status_store"]
+    assert isinstance(store, PostgresStoreResource)
+    assert isinstance(store.url, dg.EnvVar)
+    assert store.url.env_var_name == "CRM_STORE"
+    assert store.db_schema == "crm"
+    default = MobileStatusComponent.resolve_from_yaml("postgres: {}")
+    assert default.postgres is not None
+    assert isinstance(default.postgres.url, dg.EnvVar)
+    assert default.postgres.url.env_var_name == "MOBILE_STATUS_STORE"
+    assert default.store_resource_key == "mobile_status_store"
+    assert MobileStatusComponent().store_resource_key == "duckdb"
+
+    for extra in ("database: w.duckdb", "duckdb_memory_limit: 1GB"):
+        both = MobileStatusComponent.resolve_from_yaml(f"postgres: {{}}\n{extra}")
+        with pytest.raises(ConfigurationError, match=rf"postgres: .*{extra.split(':')[0]}"):
+            both.build_defs(context)

@@ -173,7 +173,8 @@ def test_the_default_definitions_follow_mobile_status_store() -> None:
         {settings.STORE: url, settings.STORE_SCHEMA: "crm"}
     )
     assert default_resources(in_schema)[POSTGRES_RESOURCE_KEY].db_schema == "crm"
-    assert in_schema.postgres is not None and in_schema.postgres.schema == "crm"
+    assert in_schema.postgres is not None
+    assert in_schema.postgres.schema == "crm"
     defs = build_default_definitions(deployment)
     assert POSTGRES_RESOURCE_KEY in defs.get_repository_def().get_top_level_resources()
 

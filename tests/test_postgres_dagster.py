@@ -232,3 +232,48 @@ def test_the_store_resource_masks_its_password() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         PostgresStoreResource(url="postgresql://app@db.example.com/warehouse")  # no password
+
+
+def test_the_yaml_component_runs_on_a_postgres_store(
+    simulator: SimulatorServer, store_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``postgres`` block in the component's YAML: its url template becomes an
+    ``EnvVar``, its ``db_schema`` holds every table, and a real run publishes the set
+    there, billing each number once; the password is in no event of the run."""
+    from mobile_status_dagster.integration.component import MobileStatusComponent
+
+    monkeypatch.setenv(settings.BASE_URL, simulator.base_url)
+    monkeypatch.setenv(settings.TOKEN, DEMO_TOKEN)
+    numbers = sample_numbers(25, seed=71)
+    seed_pg_sets(store_env, {"crm-leads": numbers}, schema="crm")
+    component = MobileStatusComponent.resolve_from_yaml(
+        """
+        key_prefix: crm
+        postgres:
+          url: "{{ env.MOBILE_STATUS_STORE }}"
+          db_schema: crm
+        provider:
+          unit_price: "0.05"
+        """
+    )
+    assert isinstance(component.postgres, PostgresStoreResource)
+    assert isinstance(component.postgres.url, dg.EnvVar)
+    assert component.store_resource_key == "crm_mobile_status_store"
+    built = component.build_assets(dg.ComponentTree.for_test().load_context)
+    resources = component.build_resources(dg.ComponentTree.for_test().load_context, built)
+    assert set(resources) == {"crm_mobile_status_api", "crm_mobile_status_store"}
+    instance = dg.DagsterInstance.ephemeral()
+    run = one_run(
+        materialize_sets(
+            built, resources=resources, instance=instance, set_ids=["crm-leads"], log_level="DEBUG"
+        )
+    )
+    assert run.success, run.message
+    published = pg_rows(store_env, "SELECT count(*) FROM crm.crm_mobile_status")
+    assert published == [(len(numbers),)]
+    billed = pg_rows(store_env, "SELECT count(*) FROM crm.crm_provider_calls WHERE billed")
+    assert billed == [(len(simulator.provider.ledger(billed_only=True)),)]
+    assert billed_twice(simulator) == []
+    password = PostgresTarget(store_env).password
+    assert password is not None
+    assert_password_nowhere(instance, [run.run_id], password)

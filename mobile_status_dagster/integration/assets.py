@@ -38,6 +38,9 @@ DEFAULT_NAMES = MobileStatusNames()
 PROVIDER_POOL = DEFAULT_NAMES.pool
 DEFAULT_PARTITIONS_NAME = DEFAULT_NAMES.partitions
 DUCKDB_RESOURCE_KEY = "duckdb"
+"""The default store key, holding a DuckDB file's resource."""
+POSTGRES_RESOURCE_KEY = "mobile_status_store"
+"""The store key the default definitions and the component use for a PostgreSQL store."""
 PROVIDER_KIND = "ip138"
 """The kind tag of the provider-calling asset (the vendor of the status API)."""
 

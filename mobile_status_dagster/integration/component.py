@@ -6,9 +6,9 @@ Scaffold one in a ``dg`` project with::
 
 Every option of :func:`~mobile_status_dagster.build_mobile_status_assets` and every
 setting of :class:`~mobile_status_dagster.MobileStatusResource` can be set in the YAML.
-Secrets stay out of Dagster's storage: a ``token`` (or ``base_url``) written as
-``"{{ env.MOBILE_STATUS_TOKEN }}"`` becomes ``dg.EnvVar("MOBILE_STATUS_TOKEN")``, which
-Dagster stores by name, never by value.
+Secrets stay out of Dagster's storage: a ``token`` (or ``base_url``, or a PostgreSQL
+store's ``url``) written as ``"{{ env.MOBILE_STATUS_TOKEN }}"`` becomes
+``dg.EnvVar("MOBILE_STATUS_TOKEN")``, which Dagster stores by name, never by value.
 """
 
 import re
@@ -27,10 +27,18 @@ from mobile_status_dagster.core.errors import ConfigurationError
 from mobile_status_dagster.core.freshness import DEFAULT_MAX_AGE, Freshness
 from mobile_status_dagster.core.money import DEFAULT_CURRENCY, DEFAULT_UNIT_PRICE
 from mobile_status_dagster.core.store.schema import DEFAULT_SOURCE
-from mobile_status_dagster.integration.assets import MobileStatusAssets, build_mobile_status_assets
-from mobile_status_dagster.integration.environment import BASE_URL, DEFAULT_DB, TOKEN
+from mobile_status_dagster.integration.assets import (
+    DUCKDB_RESOURCE_KEY,
+    POSTGRES_RESOURCE_KEY,
+    MobileStatusAssets,
+    build_mobile_status_assets,
+)
+from mobile_status_dagster.integration.environment import BASE_URL, DEFAULT_DB, STORE, TOKEN
 from mobile_status_dagster.integration.names import MobileStatusNames
-from mobile_status_dagster.integration.resources import MobileStatusResource
+from mobile_status_dagster.integration.resources import (
+    MobileStatusResource,
+    PostgresStoreResource,
+)
 
 # "{{ env.NAME }}" or "{{ env('NAME') }}", and nothing else in the string.
 _ENV_TEMPLATE = re.compile(
@@ -71,6 +79,13 @@ class ProviderModel(dg.Model):
     unit_price: str = DEFAULT_UNIT_PRICE
     currency: str = DEFAULT_CURRENCY
     max_billed_per_run: int | str | None = None
+
+
+class PostgresModel(dg.Model):
+    """A PostgreSQL database as the state store: the settings of :class:`PostgresStoreResource`."""
+
+    url: str = f"{{{{ env.{STORE} }}}}"
+    db_schema: str | None = None
 
 
 class FreshnessModel(dg.Model):
@@ -137,6 +152,19 @@ def resolve_provider(
     )
 
 
+def resolve_postgres(
+    context: dg.ResolutionContext, postgres: PostgresModel | None
+) -> PostgresStoreResource | None:
+    """The PostgreSQL store's resource (its URL kept as an ``EnvVar`` when templated), or
+    ``None`` for the DuckDB file of ``database``."""
+    if postgres is None:
+        return None
+    settings = _templates_resolved(context, postgres.model_dump(exclude={"url"}))
+    return PostgresStoreResource(
+        url=_secret_or_value(context.at_path("url"), postgres.url), **settings
+    )
+
+
 def _env_resource() -> MobileStatusResource:
     return MobileStatusResource(base_url=dg.EnvVar(BASE_URL), token=dg.EnvVar(TOKEN))
 
@@ -191,11 +219,15 @@ class MobileStatusScaffolder(dg.Scaffolder[dg.Model]):
 @dg.scaffold_with(MobileStatusScaffolder)
 @dataclass
 class MobileStatusComponent(dg.Component, dg.Resolvable):
-    """Enrich a DuckDB table of mobile numbers with their live status, incrementally.
+    """Enrich a table of mobile numbers with their live status, incrementally.
 
     One component is one instance: one source table, one provider account. Give a
     second instance in the same project a ``key_prefix``; every name (assets, sensors,
     schedule, pool, resource keys, tables) is then derived from it.
+
+    The store is the DuckDB file ``database`` (default ``mobile_status.duckdb`` under the
+    project's root), or, with a ``postgres`` block, a PostgreSQL database (the source
+    table is then read from it too): set one of the two, not both.
 
     Example ``defs.yaml``:
 
@@ -212,6 +244,14 @@ class MobileStatusComponent(dg.Component, dg.Resolvable):
             token: "{{ env.MOBILE_STATUS_TOKEN }}"
             unit_price: "0.05"
             qps: 200
+
+    On PostgreSQL, instead of ``database``:
+
+    .. code-block:: yaml
+
+          postgres:
+            url: "{{ env.MOBILE_STATUS_STORE }}"
+            db_schema: crm
     """
 
     provider: Annotated[
@@ -223,8 +263,17 @@ class MobileStatusComponent(dg.Component, dg.Resolvable):
             description="The provider account (MobileStatusResource settings).",
         ),
     ] = field(default_factory=lambda: _env_resource())
-    database: str = DEFAULT_DB
+    database: str | None = None
     duckdb_memory_limit: str | None = None
+    postgres: Annotated[
+        PostgresStoreResource | None,
+        dg.Resolver(
+            resolve_postgres,
+            model_field_type=PostgresModel | None,
+            inject_before_resolve=False,
+            description="A PostgreSQL store instead of the DuckDB file (PostgresStoreResource).",
+        ),
+    ] = None
     source_table: str = DEFAULT_SOURCE
     set_column: str | None = "set_id"
     mobile_column: str = "mobile"
@@ -270,8 +319,7 @@ class MobileStatusComponent(dg.Component, dg.Resolvable):
             key_prefix=self.key_prefix,
             pool=self.pool,
             group_name=self.group_name,
-            # Each component brings its own database resource, so its key is prefixed too.
-            duckdb_resource_key=f"{MobileStatusNames.of(self.key_prefix).prefix}duckdb",
+            duckdb_resource_key=self.store_resource_key,
             new_sets_sensor=self.new_sets_sensor,
             new_sets_interval_s=self.new_sets_interval_s,
             automation_sensor=self.automation_sensor,
@@ -279,13 +327,43 @@ class MobileStatusComponent(dg.Component, dg.Resolvable):
             refresh_cron=self.refresh_cron,
         )
 
+    @property
+    def store_resource_key(self) -> str:
+        """The store's resource key: ``duckdb`` or ``mobile_status_store`` (PostgreSQL),
+        after the key prefix, since each component brings its own store resource."""
+        key = DUCKDB_RESOURCE_KEY if self.postgres is None else POSTGRES_RESOURCE_KEY
+        return f"{MobileStatusNames.of(self.key_prefix).prefix}{key}"
+
     def build_duckdb_resource(self, context: dg.ComponentLoadContext) -> DuckDBResource:
         """The DuckDB resource of ``database``; a relative path is under the project's root."""
         config = {"memory_limit": self.duckdb_memory_limit} if self.duckdb_memory_limit else {}
-        database = Path(self.database)
-        if self.database != ":memory:" and not database.is_absolute():
+        path = self.database or DEFAULT_DB
+        database = Path(path)
+        if path != ":memory:" and not database.is_absolute():
             database = context.project_root / database
         return DuckDBResource(database=str(database), connection_config=config)
+
+    def build_store_resource(
+        self, context: dg.ComponentLoadContext
+    ) -> DuckDBResource | PostgresStoreResource:
+        """The ``postgres`` store if set, else the DuckDB file of ``database``.
+
+        Raises:
+            ConfigurationError: ``postgres`` is set together with ``database`` or
+                ``duckdb_memory_limit``, which would be ignored.
+        """
+        if self.postgres is None:
+            return self.build_duckdb_resource(context)
+        ignored = [
+            name for name in ("database", "duckdb_memory_limit") if getattr(self, name) is not None
+        ]
+        if ignored:
+            raise ConfigurationError(
+                "postgres",
+                f"the store is PostgreSQL, so {' and '.join(ignored)} would be ignored; "
+                "set either postgres or the DuckDB settings",
+            )
+        return self.postgres
 
     def build_resources(
         self, context: dg.ComponentLoadContext, built: MobileStatusAssets
@@ -293,7 +371,7 @@ class MobileStatusComponent(dg.Component, dg.Resolvable):
         """The resources under the keys ``built`` requires."""
         return {
             built.api_resource_key: self.provider,
-            built.duckdb_resource_key: self.build_duckdb_resource(context),
+            built.duckdb_resource_key: self.build_store_resource(context),
         }
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

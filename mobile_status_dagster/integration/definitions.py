@@ -10,14 +10,17 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mobile_status_dagster.integration import environment as settings
-from mobile_status_dagster.integration.assets import build_mobile_status_defs
+from mobile_status_dagster.integration.assets import (
+    DUCKDB_RESOURCE_KEY,
+    POSTGRES_RESOURCE_KEY,
+    build_mobile_status_defs,
+)
 from mobile_status_dagster.integration.resources import (
     MobileStatusResource,
     PostgresStoreResource,
 )
 
-DUCKDB_RESOURCE_KEY = "duckdb"
-POSTGRES_RESOURCE_KEY = "mobile_status_store"
+__all__ = ["DUCKDB_RESOURCE_KEY", "POSTGRES_RESOURCE_KEY", "build_default_definitions", "defs"]
 
 
 def store_resource_key(deployment: settings.DeploymentSettings) -> str:
