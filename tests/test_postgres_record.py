@@ -409,11 +409,45 @@ def test_the_rows_in_transit_are_in_no_named_file(
     seen: list[list[str]] = []
     load = pg_record._load
 
-    def listing_load(conn: PgConnection, temporary: str, like: str, rows: IO[bytes]) -> None:
+    def listing_load(conn: PgConnection, temporary: str, rows: IO[bytes]) -> None:
         seen.append(sorted(os.listdir(scratch)))
-        load(conn, temporary, like, rows)
+        load(conn, temporary, rows)
 
     monkeypatch.setattr(pg_record, "_load", listing_load)
     assert pg_record.fold_segment(pg, path, tables=TABLES).answers == 6
     assert seen == [[], []]
     assert os.listdir(scratch) == []
+
+
+def test_one_session_folds_many_segments_as_separate_sessions_do(
+    tmp_path: Path, duck: duckdb.DuckDBPyConnection, postgres_url: str
+) -> None:
+    """A :class:`FoldSession` (the store's session for a turn's folds) gives DuckDB's rows
+    for segment after segment, also when a fold in it fails: a segment PostgreSQL refuses
+    (a NUL character) as the session's first fold, then one DuckDB refuses, write nothing,
+    and the next folds of the same session go on."""
+    journal = Journal(tmp_path / "journal", "run-s", unit_price=Decimal("0.5"), currency="CNY")
+    journal._write_lines(['{"m":"1390000\\u00000001","n":1,"t":1714607998123457,"b":true}'])
+    refused_by_pg = journal.rotate()
+    refused_by_pg.release()
+    journal.current.release()
+    (refused_by_duckdb,) = write_run(
+        tmp_path / "bad", "run-b", [(answered("13900000001", Status.ONLINE, START), "s1")]
+    )
+    lines = refused_by_duckdb.read_text(encoding="utf-8").splitlines()
+    lines[0] = '{"run":"run-b","price":"free","cur":"CNY"}'
+    refused_by_duckdb.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    good = write_run(tmp_path / "good", "run-1", mixed_results(numbers(40), START), segments=4)
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        session = pg_record.FoldSession(conn, TABLES)
+        with pytest.raises(psycopg.DataError):
+            session.fold(refused_by_pg.path)
+        assert all(rows == [] for rows in pg_state(conn).values())
+        for index, path in enumerate(good):
+            if index == 2:
+                with pytest.raises(duckdb.ConversionException):
+                    session.fold(refused_by_duckdb)
+            assert session.fold(path) == record.fold_segment(duck, path, tables=TABLES)
+        assert session.fold(good[0]).already_folded
+        assert_same_state(duck, conn)

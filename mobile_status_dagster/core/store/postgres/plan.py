@@ -32,6 +32,7 @@ from mobile_status_dagster.core.store.postgres.run_rows import (
     PgConnection,
     Scratch,
     load_run_rows,
+    planner_settings,
     write_spool_from,
 )
 from mobile_status_dagster.core.store.schema import Tables
@@ -103,11 +104,15 @@ def plan_run(
         load_run_rows(conn, source, partitions, scratch)
         conn.execute(f"DROP TABLE IF EXISTS {PG_RUN_NUMBERS}")
         numbers = run_numbers_sql(tables, freshness, dialect="postgres", run_rows=PG_RUN_ROWS)
-        conn.execute(f"CREATE TEMP TABLE {RUN_NUMBERS} AS {numbers}", params)
+        with conn.transaction():
+            planner_settings(conn)
+            conn.execute(f"CREATE TEMP TABLE {RUN_NUMBERS} AS {numbers}", params)
         conn.execute(f"ANALYZE {PG_RUN_NUMBERS}")
-        per_set = conn.execute(
-            per_set_sql(dialect="postgres", run_rows=PG_RUN_ROWS, run_numbers=PG_RUN_NUMBERS)
-        ).fetchall()
+        with conn.transaction():
+            planner_settings(conn)
+            per_set = conn.execute(
+                per_set_sql(dialect="postgres", run_rows=PG_RUN_ROWS, run_numbers=PG_RUN_NUMBERS)
+            ).fetchall()
         to_send_sql = f"SELECT mobile, set_id, reason FROM {PG_RUN_NUMBERS} WHERE NOT fresh"
         row = conn.execute(f"SELECT count(*) FROM ({to_send_sql}) AS to_send").fetchone()
         to_send = int(row[0]) if row else 0

@@ -31,6 +31,7 @@ from mobile_status_dagster.core.store.postgres.run_rows import (
     PgConnection,
     Scratch,
     load_run_rows,
+    planner_settings,
 )
 from mobile_status_dagster.core.store.publish import (
     PartitionOutcome,
@@ -82,6 +83,7 @@ def publish_partitions(
     with _one_publisher(conn, tables):
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            planner_settings(conn)
             missing = missing_sql(tables, freshness, dialect="postgres", run_rows=PG_RUN_ROWS)
             missing_by_set = {
                 str(set_id): int(count)

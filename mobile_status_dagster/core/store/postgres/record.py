@@ -72,7 +72,8 @@ def fold_segment(
     """Fold one journal segment into the audit and the cache of ``tables``, exactly once.
 
     ``conn`` is a session in autocommit mode (:meth:`PostgresTarget.open`); the fold is
-    one transaction of it.
+    one transaction of it. Its temporary tables are dropped at commit: a session that
+    folds again and again uses a :class:`FoldSession`.
 
     Raises:
         UntrustedFileError: ``path`` is missing, or is not a regular file of the current
@@ -83,10 +84,37 @@ def fold_segment(
         psycopg.Error: PostgreSQL refused the rows, or the session failed; nothing is
             written.
     """
+    return _fold(conn, path, tables=tables, on_commit="DROP")[0]
+
+
+class FoldSession:
+    """One session for the many folds of a run (one every 100 ms): it is opened, logged
+    in and its tables checked once, and its temporary tables are created once (emptied
+    at each commit), instead of at every fold. Not for concurrent use."""
+
+    def __init__(self, conn: PgConnection, tables: Tables) -> None:
+        ensure_schema(conn, tables)
+        self.conn = conn
+        self.tables = tables
+        self._temporary_made = False
+
+    def fold(self, path: Path) -> FoldResult:
+        """:func:`fold_segment` in this session (same result, same errors)."""
+        on_commit = None if self._temporary_made else "DELETE ROWS"
+        result, created = _fold(self.conn, path, tables=self.tables, on_commit=on_commit)
+        self._temporary_made |= created  # committed: the tables stay for the next folds
+        return result
+
+
+def _fold(
+    conn: PgConnection, path: Path, *, tables: Tables, on_commit: str | None
+) -> tuple[FoldResult, bool]:
+    """The fold, creating its temporary tables ``ON COMMIT {on_commit}`` (``None``: they
+    exist); also whether it created them."""
     check_segment(path)
     name = path.name
     if conn.execute(f"SELECT 1 FROM {tables.segments} WHERE segment = %s", [name]).fetchone():
-        return FoldResult(0, 0, already_folded=True)
+        return FoldResult(0, 0, already_folded=True), False
     with tempfile.TemporaryFile() as attempt_rows, tempfile.TemporaryFile() as answer_rows:
         header = _write_rows(path, attempt_rows, answer_rows)
         with conn.transaction():
@@ -96,24 +124,28 @@ def fold_segment(
                 [name, header.run_id],
             )
             if claimed.rowcount == 0:  # folded meanwhile by another session
-                return FoldResult(0, 0, already_folded=True)
-            _load(conn, _ATTEMPTS, tables.audit, attempt_rows)
-            _load(conn, _ANSWERS, tables.cache, answer_rows)
+                return FoldResult(0, 0, already_folded=True), False
+            if on_commit is not None:
+                for temporary, like in ((_ATTEMPTS, tables.audit), (_ANSWERS, tables.cache)):
+                    conn.execute(
+                        f"CREATE TEMP TABLE {temporary} (LIKE {like}) ON COMMIT {on_commit}"
+                    )
+            _load(conn, _ATTEMPTS, attempt_rows)
+            _load(conn, _ANSWERS, answer_rows)
             attempts = _append_attempts(conn, tables)
             answers = _upsert_answers(conn, tables)
             conn.execute(
                 f"UPDATE {tables.segments} SET attempts = %s, answers = %s WHERE segment = %s",
                 [attempts, answers, name],
             )
-    return FoldResult(attempts, answers, already_folded=False)
+    return FoldResult(attempts, answers, already_folded=False), on_commit is not None
 
 
 def fold_in_session(connect: PgConnect, path: Path, *, tables: Tables) -> FoldResult:
     """Fold ``path`` in a session of ``connect`` of its own, creating ``tables`` first if
     they are missing (a leftover segment may be folded before a run plans)."""
     with connect() as conn:
-        ensure_schema(conn, tables)
-        return fold_segment(conn, path, tables=tables)
+        return FoldSession(conn, tables).fold(path)
 
 
 def _write_rows(segment: Path, attempt_rows: IO[bytes], answer_rows: IO[bytes]) -> SegmentHeader:
@@ -152,10 +184,8 @@ def _parser() -> duckdb.DuckDBPyConnection:
         return _parser_database[1].cursor()
 
 
-def _load(conn: PgConnection, temporary: str, like: str, rows: IO[bytes]) -> None:
-    """The CSV file ``rows`` into a new temporary table with the columns of ``like``,
-    dropped at the end of the transaction."""
-    conn.execute(f"CREATE TEMP TABLE {temporary} (LIKE {like}) ON COMMIT DROP")
+def _load(conn: PgConnection, temporary: str, rows: IO[bytes]) -> None:
+    """The CSV file ``rows`` into the (empty) temporary table ``temporary``."""
     rows.seek(0)
     with (
         conn.cursor() as cursor,

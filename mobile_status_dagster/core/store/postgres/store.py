@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,6 +70,14 @@ class PostgresStore:
     journal_dir: Path = field(default_factory=Path)
     name: str = "PostgreSQL"
     fold_every_s: float = FOLD_EVERY_S
+    # The folds of a turn share one session (see record.FoldSession); closed at its end.
+    _fold_session: record.FoldSession | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _in_turn: bool = field(default=False, init=False, repr=False, compare=False)
+    _fold_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def for_tables(cls, target: PostgresTarget, tables: Tables) -> PostgresStore:
@@ -80,7 +89,13 @@ class PostgresStore:
         private_directory(self.journal_dir.parent)
         private_directory(self.journal_dir)
         async with lock.provider_turn(self.target, tables):
-            yield
+            self._in_turn = True
+            try:
+                yield
+            finally:
+                self._in_turn = False
+                with self._fold_lock:
+                    self._close_fold_session()
 
     def turn(self, tables: Tables) -> contextlib.AbstractAsyncContextManager[None]:
         """The advisory lock of ``tables`` in the database, across machines."""
@@ -115,7 +130,10 @@ class PostgresStore:
     def fold(self, segment: Path, *, tables: Tables) -> FoldResult:
         """Fold ``segment`` into PostgreSQL; data errors are :class:`SegmentRefusedError`."""
         try:
-            return record.fold_in_session(self.target.connect(), segment, tables=tables)
+            if not self._in_turn:
+                return record.fold_in_session(self.target.connect(), segment, tables=tables)
+            with self._fold_lock:
+                return self._fold_in_turn(segment, tables)
         except _DATA_ERRORS as error:
             raise SegmentRefusedError(self._reason(error)) from None
         except duckdb.Error as error:  # parsing the segment, in a local DuckDB
@@ -124,6 +142,28 @@ class PostgresStore:
             raise self._fold_failed(segment, error) from None
         except (psycopg.Error, OSError) as error:
             raise self._fold_failed(segment, error) from None
+
+    def _fold_in_turn(self, segment: Path, tables: Tables) -> FoldResult:
+        session = self._fold_session
+        if session is None or session.tables != tables:
+            self._close_fold_session()
+            conn = self.target.open()
+            try:
+                session = record.FoldSession(conn, tables)
+            except BaseException:
+                conn.close()
+                raise
+            self._fold_session = session
+        try:
+            return session.fold(segment)
+        except BaseException:
+            self._close_fold_session()  # a session in doubt is not reused
+            raise
+
+    def _close_fold_session(self) -> None:
+        if self._fold_session is not None:
+            self._fold_session.conn.close()
+            self._fold_session = None
 
     def _fold_failed(self, segment: Path, error: BaseException) -> StoreWriteError:
         return StoreWriteError(
