@@ -180,7 +180,9 @@ def _parser() -> duckdb.DuckDBPyConnection:
         if _parser_database is None or _parser_database[0] != os.getpid():
             if _parser_database is not None:
                 _abandoned.append(_parser_database[1])
-            _parser_database = (os.getpid(), duckdb.connect())
+            # One thread: a segment holds ~100 answers, and DuckDB's worker threads would
+            # only take CPU from the run's own event loop (14 -> 12 ms of CPU per fold).
+            _parser_database = (os.getpid(), duckdb.connect(config={"threads": 1}))
         return _parser_database[1].cursor()
 
 
