@@ -126,13 +126,18 @@ def test_a_store_that_cannot_be_opened_is_named_without_its_password(
 ) -> None:
     wrong_db = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
     wrong_password = postgres_url.replace(f":{password}@", ":not-the-password@")
-    for url, secret in ((wrong_db, password), (wrong_password, "not-the-password")):
-        env = cli_env(simulator, tmp_path / "x.duckdb")
-        for command in (("report",), ("plan", "--all"), ("enrich", "--all", "--quiet")):
-            result = run_cli(*command, "--store", url, env=env)
-            assert result.returncode == 4, (command, result.stdout, result.stderr)
-            assert "PostgreSQL store postgresql://" in result.stderr
-            assert secret not in result.stdout + result.stderr
+    env = cli_env(simulator, tmp_path / "x.duckdb")
+    # Each command on a missing database; a refused login (another libpq error) once.
+    for url, secret, command in (
+        (wrong_db, password, ("report",)),
+        (wrong_db, password, ("plan", "--all")),
+        (wrong_db, password, ("enrich", "--all", "--quiet")),
+        (wrong_password, "not-the-password", ("enrich", "--all", "--quiet")),
+    ):
+        result = run_cli(*command, "--store", url, env=env)
+        assert result.returncode == 4, (command, result.stdout, result.stderr)
+        assert "PostgreSQL store postgresql://" in result.stderr
+        assert secret not in result.stdout + result.stderr
     assert simulator.provider.ledger() == []
 
 
@@ -224,23 +229,22 @@ def test_load_enrich_and_export_on_postgresql_as_on_duckdb(
             if step[0] == "load":
                 outputs[name].append(result.stdout)
         exported[name] = {}
-        for set_id in ("leads", "more"):
-            for suffix in ("csv", "parquet"):
-                out = tmp_path / f"{name}-{set_id}.{suffix}"
-                result = run_cli(
-                    "export",
-                    "--set",
-                    set_id,
-                    "--status",
-                    "online,vacant,powered_off",
-                    "--out",
-                    str(out),
-                    env=env,
-                )
-                assert result.returncode == 0, (name, result.stderr)
-                assert password not in result.stdout + result.stderr
-                assert out.stat().st_mode & 0o777 == 0o600
-                exported[name][f"{set_id}.{suffix}"] = _rows_without_checked_at(out)
+        for set_id, suffix in (("leads", "csv"), ("more", "parquet")):
+            out = tmp_path / f"{name}-{set_id}.{suffix}"
+            result = run_cli(
+                "export",
+                "--set",
+                set_id,
+                "--status",
+                "online,vacant,powered_off",
+                "--out",
+                str(out),
+                env=env,
+            )
+            assert result.returncode == 0, (name, result.stderr)
+            assert password not in result.stdout + result.stderr
+            assert out.stat().st_mode & 0o777 == 0o600
+            exported[name][f"{set_id}.{suffix}"] = _rows_without_checked_at(out)
     assert outputs["postgres"] == outputs["duckdb"]
     assert "loaded 42 row(s) into set 'leads': 40 valid, 2 rejected" in outputs["postgres"][0]
     assert exported["postgres"] == exported["duckdb"]
