@@ -372,7 +372,10 @@ def _pg_seed_sets(url: str, sets: int, set_size: int) -> float:
     with _session(url) as conn:
         pg_schema.ensure_schema(conn, DEFAULT_TABLES)
         pg_schema.create_default_source(conn)
-        with _prefix_table(conn) as prefixes, _without_indexes(conn, (CACHE, AUDIT, PUBLISHED)):
+        with (
+            _prefix_table(conn) as prefixes,
+            _without_indexes(conn, (CACHE, AUDIT, PUBLISHED, "number_sets")),
+        ):
             conn.execute(
                 f"INSERT INTO number_sets (set_id, mobile, loaded_at) "
                 f"SELECT {set_sql}, m, now() - INTERVAL '2 days' "
@@ -824,8 +827,8 @@ def delta(pg: _Postgres, quick: bool) -> list[Figure]:
     assert duck_big.set_size == big_size
     # Each run is of new numbers of its own: repeats runs per store and warehouse,
     # interleaved, the median kept (a run takes about a second on a shared machine).
-    sets = [scale._new_numbers(scale.NEW_START + k * 1_000_000, size) for k in range(2 * repeats)]
-    warm = scale._new_numbers(scale.NEW_START + 2 * repeats * 1_000_000, 50)
+    sets = [scale._new_numbers(scale.NEW_START + k * 1_000_000, size) for k in range(repeats)]
+    warm = scale._new_numbers(scale.NEW_START + repeats * 1_000_000, 50)
     samples: dict[tuple[str, str], list[_DeltaRun]] = collections.defaultdict(list)
     with (
         pg.database() as small_url,
@@ -858,15 +861,6 @@ def delta(pg: _Postgres, quick: bool) -> list[Figure]:
                     store = make_store("duckdb", target, Path())
                 run = _delta_run(pg, sim, store, set_id, f"delta-{warehouse}-{k}")
                 samples[name, warehouse].append(run)
-        # A PostgreSQL user indexes a big source table on its partition column; the
-        # default source table (create_default_source) has no index.
-        with _session(big_url) as conn:
-            conn.execute("CREATE INDEX bench_number_sets_set_id ON number_sets (set_id)")
-            conn.execute("ANALYZE number_sets")
-        for k in range(repeats, 2 * repeats):
-            _pg_load_set(big_url, f"n{k}", sets[k])
-            run = _delta_run(pg, sim, _pg_store(big_url), f"n{k}", f"delta-indexed-{k}")
-            samples["PostgreSQL", "BIG indexed"].append(run)
     for key, found in samples.items():
         _note(f"delta, {key[0]} {key[1]}: " + ", ".join(f"{r.seconds:.2f} s" for r in found))
     runs = {
@@ -895,22 +889,6 @@ def delta(pg: _Postgres, quick: bool) -> list[Figure]:
                 ratio <= 1.5 if full else None,
             ),
         ]
-    indexed = runs["PostgreSQL", "BIG indexed"]
-    small_pg = runs["PostgreSQL", "SMALL"]
-    ratio = indexed.seconds / small_pg.seconds
-    figures.append(
-        Figure(
-            DELTA,
-            f"PostgreSQL: BIG, `number_sets` indexed on set_id: {what}",
-            indexed.seconds,
-            "s",
-            "SMALL",
-            small_pg.seconds,
-            ratio,
-            "<= 1.5x" if full else "report",
-            ratio <= 1.5 if full else None,
-        )
-    )
     for (name, warehouse), run in runs.items():
         figures += [
             Figure(
@@ -931,7 +909,7 @@ def delta(pg: _Postgres, quick: bool) -> list[Figure]:
             ),
         ]
     # Where the time goes, SMALL -> BIG: the engine's phases, PostgreSQL's statements.
-    for name, warehouse in (*((n, "BIG") for n in STORES), ("PostgreSQL", "BIG indexed")):
+    for name, warehouse in ((n, "BIG") for n in STORES):
         before, after = runs[name, "SMALL"], runs[name, warehouse]
         for phase, big_s in after.report.phase_s.items():
             small_s = before.report.phase_s.get(phase, 0.0)

@@ -110,6 +110,12 @@ def test_the_store_schema_setting_keeps_every_table_in_that_schema(
         "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') GROUP BY 1",
     )
     assert [schema for schema, _ in tables] == ["crm"]  # nothing in public
+    # The default source table is indexed by set, so a run reads only its sets.
+    source_indexes = pg_rows(
+        postgres_url,
+        "SELECT schemaname, indexdef FROM pg_indexes WHERE tablename = 'number_sets'",
+    )
+    assert [(schema, "(set_id)" in ddl) for schema, ddl in source_indexes] == [("crm", True)]
     published = pg_rows(postgres_url, "SELECT count(*) FROM crm.mobile_status")
     assert published == [(len(mobiles),)]
     assert pg_rows(postgres_url, "SELECT count(*) FROM crm.provider_calls WHERE billed") == [
