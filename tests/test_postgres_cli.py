@@ -115,7 +115,7 @@ def test_the_store_schema_setting_keeps_every_table_in_that_schema(
         postgres_url,
         "SELECT schemaname, indexdef FROM pg_indexes WHERE tablename = 'number_sets'",
     )
-    assert [(schema, "(set_id)" in ddl) for schema, ddl in source_indexes] == [("crm", True)]
+    assert [(schema, "(set_id)" in str(ddl)) for schema, ddl in source_indexes] == [("crm", True)]
     published = pg_rows(postgres_url, "SELECT count(*) FROM crm.mobile_status")
     assert published == [(len(mobiles),)]
     assert pg_rows(postgres_url, "SELECT count(*) FROM crm.provider_calls WHERE billed") == [

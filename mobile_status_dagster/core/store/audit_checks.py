@@ -5,23 +5,29 @@ published, the answers it was paid for) or, with ``run_id=None``, everything. A 
 own check costs what the run changed, whatever the warehouse holds: the rows of the
 run are found through ``run_id``, and the rest of a table is only probed for the
 run's order numbers and numbers.
+
+The SQL and the flow of each check are written once, here, and run on either store
+through a :class:`CheckSession` (this module's :class:`DuckDBChecks`, or PostgreSQL's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import duckdb
 
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.numbers import mask
+from mobile_status_dagster.core.store.fragments import Dialect, placeholder
 from mobile_status_dagster.core.store.plan import RUN_ROWS, load_run_rows, max_age_sql
 from mobile_status_dagster.core.store.reports import published_set_ids, set_ids_published_by
 from mobile_status_dagster.core.store.schema import BILLED_CODES, Tables, ensure_schema
 from mobile_status_dagster.core.store.source import Partition, SourceTable
 
-_EXAMPLES = 5
+EXAMPLES = 5
+"""How many masked examples a check shows."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,64 @@ class CheckOutcome:
     problems: int
     detail: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
+
+
+class CheckSession(Protocol):
+    """How the checks run SQL on one store: :class:`DuckDBChecks`, or the PostgreSQL
+    store's twin (:mod:`mobile_status_dagster.core.store.postgres.audit_checks`)."""
+
+    @property
+    def dialect(self) -> Dialect:
+        """The SQL dialect of the store (its placeholders, its interval arithmetic)."""
+        ...
+
+    def exists(self, sql: str, params: Mapping[str, str]) -> bool:
+        """Whether ``sql`` returns a row."""
+        ...
+
+    def outcome(
+        self,
+        problems_sql: str,
+        columns: Sequence[str],
+        describe: Callable[[tuple[object, ...]], str],
+        params: Mapping[str, str],
+    ) -> CheckOutcome:
+        """Count the rows of ``problems_sql`` in SQL; fetch a few, as examples, ordered by
+        ``columns`` (every column of the rows) by code point."""
+        ...
+
+
+@dataclass(frozen=True)
+class DuckDBChecks:
+    """:class:`CheckSession` on a DuckDB connection."""
+
+    conn: duckdb.DuckDBPyConnection
+    dialect: Dialect = "duckdb"
+
+    def exists(self, sql: str, params: Mapping[str, str]) -> bool:
+        """Whether ``sql`` returns a row."""
+        return self.conn.execute(f"SELECT EXISTS ({sql})", dict(params)).fetchone() == (True,)
+
+    def outcome(
+        self,
+        problems_sql: str,
+        columns: Sequence[str],
+        describe: Callable[[tuple[object, ...]], str],
+        params: Mapping[str, str],
+    ) -> CheckOutcome:
+        """Count the rows of ``problems_sql``; fetch only a few, as examples."""
+        bound = dict(params)
+        row = self.conn.execute(f"SELECT count(*) FROM ({problems_sql})", bound).fetchone()
+        count = int(row[0]) if row else 0
+        examples = (
+            self.conn.execute(
+                f"SELECT * FROM ({problems_sql}) ORDER BY {', '.join(columns)} LIMIT {EXAMPLES}",
+                bound,
+            ).fetchall()
+            if count
+            else []
+        )
+        return CheckOutcome(count == 0, count, examples=[describe(r) for r in examples])
 
 
 def coverage(
@@ -56,15 +120,22 @@ def coverage(
     if not keys:
         return CheckOutcome(True, 0)
     load_run_rows(conn, source, to_partitions(keys))
+    return coverage_outcome(DuckDBChecks(conn), tables=tables, run_rows=RUN_ROWS)
+
+
+def coverage_outcome(session: CheckSession, *, tables: Tables, run_rows: str) -> CheckOutcome:
+    """The coverage problems of the valid numbers in ``run_rows`` (the partitions' rows)."""
     problems = f"""
-        SELECT r.set_id, r.mobile FROM (SELECT DISTINCT set_id, mobile FROM {RUN_ROWS}
-                                        WHERE valid) r
+        SELECT r.set_id, r.mobile FROM (SELECT DISTINCT set_id, mobile FROM {run_rows}
+                                        WHERE valid) AS r
         WHERE NOT EXISTS (
             SELECT 1 FROM {tables.published} p
             WHERE p.set_id = r.set_id AND p.mobile = r.mobile
               AND (p.status_code IS NOT NULL OR p.invalid_reason IS NOT NULL))
     """
-    return _outcome(conn, problems, lambda r: f"{r[0]}: {mask(str(r[1]))}")
+    return session.outcome(
+        problems, ("set_id", "mobile"), lambda r: f"{r[0]}: {mask(str(r[1]))}", {}
+    )
 
 
 def audit_reconciliation(
@@ -76,8 +147,16 @@ def audit_reconciliation(
     was billed for (checked for duplicates against the whole audit).
     """
     ensure_schema(conn, tables)
+    return reconciliation_outcome(DuckDBChecks(conn), tables=tables, run_id=run_id)
+
+
+def reconciliation_outcome(
+    session: CheckSession, *, tables: Tables, run_id: str | None
+) -> CheckOutcome:
+    """:func:`audit_reconciliation` on ``session`` (its tables exist)."""
     params = {} if run_id is None else {"run_id": run_id}
-    of_run = "" if run_id is None else " AND run_id = $run_id"
+    run = placeholder("run_id", session.dialect)
+    of_run = "" if run_id is None else f" AND run_id = {run}"
     answers = f"""
         SELECT order_number FROM {tables.published}
         WHERE status_code IN ({BILLED_CODES}){of_run}
@@ -89,21 +168,22 @@ def audit_reconciliation(
         # run's own audit rows (found through run_id), and probe the whole audit only for
         # what is left, which is normally nothing.
         answers = f"""
-            SELECT order_number FROM ({answers}) a WHERE order_number IS NULL OR NOT EXISTS (
+            SELECT order_number FROM ({answers}) AS a
+            WHERE order_number IS NULL OR NOT EXISTS (
                 SELECT 1 FROM {tables.audit} c
-                WHERE c.billed AND c.run_id = $run_id AND c.order_number = a.order_number)
+                WHERE c.billed AND c.run_id = {run} AND c.order_number = a.order_number)
         """
-        if not _exists(conn, answers, params):
+        if not session.exists(answers, params):
             answers = ""
     missing = (
-        _outcome(
-            conn,
+        session.outcome(
             f"""
-            SELECT DISTINCT a.order_number FROM ({answers}) a
+            SELECT DISTINCT a.order_number FROM ({answers}) AS a
             WHERE a.order_number IS NULL OR NOT EXISTS (
                 SELECT 1 FROM {tables.audit} c
                 WHERE c.billed AND c.order_number = a.order_number)
             """,
+            ("order_number",),
             lambda r: f"not in audit: {r[0]}",
             params,
         )
@@ -114,15 +194,15 @@ def audit_reconciliation(
         ""
         if run_id is None
         else f" AND order_number IN (SELECT order_number FROM {tables.audit} "
-        "WHERE billed AND run_id = $run_id)"
+        f"WHERE billed AND run_id = {run})"
     )
-    duplicated = _outcome(
-        conn,
+    duplicated = session.outcome(
         f"""
         SELECT order_number FROM {tables.audit}
         WHERE order_number IS NOT NULL AND billed{billed_by_run}
         GROUP BY order_number HAVING count(*) > 1
         """,
+        ("order_number",),
         lambda r: f"duplicated: {r[0]}",
         params,
     )
@@ -151,12 +231,21 @@ def no_double_billing(
     ``run_id``: the numbers that run was billed for, over their whole billing history.
     """
     ensure_schema(conn, tables)
+    return double_billing_outcome(DuckDBChecks(conn), freshness, tables=tables, run_id=run_id)
+
+
+def double_billing_outcome(
+    session: CheckSession, freshness: Freshness, *, tables: Tables, run_id: str | None
+) -> CheckOutcome:
+    """:func:`no_double_billing` on ``session`` (its tables exist)."""
     params = {} if run_id is None else {"run_id": run_id}
     billed_by_run = (
         ""
         if run_id is None
-        else f" AND mobile IN (SELECT mobile FROM {tables.audit} WHERE billed AND run_id = $run_id)"
+        else f" AND mobile IN (SELECT mobile FROM {tables.audit} "
+        f"WHERE billed AND run_id = {placeholder('run_id', session.dialect)})"
     )
+    max_age = max_age_sql("previous_status", freshness, dialect=session.dialect)
     problems = f"""
         SELECT mobile, order_number FROM (
             SELECT mobile, order_number, requested_at, reason,
@@ -164,32 +253,13 @@ def no_double_billing(
                    lag(status_code) OVER w AS previous_status
             FROM {tables.audit} WHERE billed{billed_by_run}
             WINDOW w AS (PARTITION BY mobile ORDER BY requested_at)
-        )
+        ) AS billed_calls
         WHERE previous_at IS NOT NULL AND reason IS DISTINCT FROM 'forced'
-          AND requested_at < previous_at + {max_age_sql("previous_status", freshness)}
+          AND requested_at < previous_at + {max_age}
     """
-    return _outcome(conn, problems, lambda r: f"{mask(str(r[0]))} billed again as {r[1]}", params)
-
-
-def _exists(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, str]) -> bool:
-    """Whether ``sql`` returns a row."""
-    return conn.execute(f"SELECT EXISTS ({sql})", params).fetchone() == (True,)
-
-
-def _outcome(
-    conn: duckdb.DuckDBPyConnection,
-    problems_sql: str,
-    describe: Callable[[tuple[object, ...]], str],
-    params: dict[str, str] | None = None,
-) -> CheckOutcome:
-    """Count the rows of ``problems_sql`` in SQL; fetch only a few, as examples."""
-    row = conn.execute(f"SELECT count(*) FROM ({problems_sql})", params or {}).fetchone()
-    count = int(row[0]) if row else 0
-    examples = (
-        conn.execute(
-            f"SELECT * FROM ({problems_sql}) ORDER BY ALL LIMIT {_EXAMPLES}", params or {}
-        ).fetchall()
-        if count
-        else []
+    return session.outcome(
+        problems,
+        ("mobile", "order_number"),
+        lambda r: f"{mask(str(r[0]))} billed again as {r[1]}",
+        params,
     )
-    return CheckOutcome(passed=count == 0, problems=count, examples=[describe(r) for r in examples])
