@@ -11,6 +11,7 @@ import pytest
 
 from mobile_status_dagster.simulator import SimulatorConfig, SimulatorServer
 from tests.postgres_server import PostgresServer, PostgresServerInfo, PostgresUnavailable
+from tests.support import DemoRun, base_env, run_cli
 from tests.warehouses import BACKENDS, Warehouse, make_warehouse
 
 
@@ -77,3 +78,14 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
     """The test's store, once per backend (ids ``duckdb`` / ``postgresql``): a fresh DuckDB
     file, or a fresh PostgreSQL database that runs find through ``$MOBILE_STATUS_STORE``."""
     return make_warehouse(request, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """``mobile-status demo`` run once per session, with no mobile-status or Dagster
+    setting in the environment, for the tests that only read what it wrote and printed
+    (a test that changes the demo's directory runs its own)."""
+    cwd = tmp_path_factory.mktemp("demo-run")
+    directory = cwd / "demo"
+    result = run_cli("demo", "--dir", str(directory), env=base_env(), cwd=cwd, timeout=300)
+    return DemoRun(directory, result)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +310,11 @@ def write_component(project: Path, package: str, name: str, yaml: str) -> Path:
     path = folder / "defs.yaml"
     path.write_text(textwrap.dedent(yaml))
     return path
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """One ``mobile-status demo`` run: its directory and what it printed."""
+
+    directory: Path
+    result: subprocess.CompletedProcess[str]

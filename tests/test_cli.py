@@ -18,6 +18,7 @@ from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorServer
 from tests.support import (
     COMMAND,
     PRICE,
+    DemoRun,
     asked,
     base_env,
     cli_env,
@@ -412,9 +413,8 @@ def test_enrich_with_a_malformed_token_names_the_setting(
 # --- demo ------------------------------------------------------------------------------
 
 
-def test_demo_runs_and_prints_its_steps(tmp_path: Path) -> None:
-    directory = tmp_path / "demo"
-    result = run("demo", "--dir", str(directory), env=base_env(), cwd=tmp_path)
+def test_demo_runs_and_prints_its_steps(demo_run: DemoRun) -> None:
+    directory, result = demo_run.directory, demo_run.result
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     steps = [int(n) for n in re.findall(r"^(\d+)\. ", out, flags=re.MULTILINE)]

@@ -20,11 +20,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
 import re
 import socket
 import sqlite3
-import subprocess
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,7 +46,7 @@ from mobile_status_dagster.integration.assets import build_mobile_status_assets
 from mobile_status_dagster.integration.resources import LiteralTokenWarning, MobileStatusResource
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
 from tests.support import (
-    COMMAND,
+    DemoRun,
     make_dagster_home,
     revoke_token_after,
     sample_numbers,
@@ -178,20 +176,11 @@ def full_numbers(texts: Iterable[str], numbers: set[str]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_demo_writes_the_token_nowhere_and_logs_no_full_number(tmp_path: Path) -> None:
-    directory = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOBILE_STATUS_", "DAGSTER"))}
-    result = subprocess.run(
-        [str(COMMAND), "demo", "--dir", str(directory)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
+def test_the_demo_writes_the_token_nowhere_and_logs_no_full_number(demo_run: DemoRun) -> None:
+    directory, result = demo_run.directory, demo_run.result
     assert result.returncode == 0, result.stderr[-3000:]
-    assert not leaks(result.stdout, DEMO_TOKEN)
-    assert not leaks(result.stderr, DEMO_TOKEN)
+    assert not leaks(result.stdout.encode(), DEMO_TOKEN)
+    assert not leaks(result.stderr.encode(), DEMO_TOKEN)
     dagster_home = directory / "dagster_home"
     assert list(dagster_home.glob("history/runs/*.db")), "the demo's runs were not stored"
     assert (directory / "mobile_status.duckdb").is_file()
@@ -204,8 +193,8 @@ def test_the_demo_writes_the_token_nowhere_and_logs_no_full_number(tmp_path: Pat
         if n.mobile is not None
     }
     assert len(numbers) > 1000
-    out = result.stdout.decode()
-    err = result.stderr.decode()
+    out = result.stdout
+    err = result.stderr
     logs = [err, *(p.read_text(errors="replace") for p in dagster_home.rglob("compute_logs/*"))]
     assert full_numbers([out, *logs], numbers) == []
 
