@@ -26,7 +26,7 @@ from mobile_status_dagster.core.store.reports import published_set_ids, set_ids_
 from mobile_status_dagster.core.store.schema import BILLED_CODES, Tables, ensure_schema
 from mobile_status_dagster.core.store.source import Partition, SourceTable
 
-EXAMPLES = 5
+_EXAMPLES = 5
 """How many masked examples a check shows."""
 
 
@@ -42,60 +42,64 @@ class CheckOutcome:
 
 class CheckSession(Protocol):
     """How the checks run SQL on one store: :class:`DuckDBChecks`, or the PostgreSQL
-    store's twin (:mod:`mobile_status_dagster.core.store.postgres.audit_checks`)."""
+    store's (:class:`~mobile_status_dagster.core.store.postgres.audit_checks.PostgresChecks`)."""
 
     @property
     def dialect(self) -> Dialect:
         """The SQL dialect of the store (its placeholders, its interval arithmetic)."""
         ...
 
-    def exists(self, sql: str, params: Mapping[str, str]) -> bool:
-        """Whether ``sql`` returns a row."""
+    def fetch(self, sql: str, params: Mapping[str, str]) -> list[tuple[object, ...]]:
+        """The rows of ``sql``."""
         ...
 
-    def outcome(
-        self,
-        problems_sql: str,
-        columns: Sequence[str],
-        describe: Callable[[tuple[object, ...]], str],
-        params: Mapping[str, str],
-    ) -> CheckOutcome:
-        """Count the rows of ``problems_sql`` in SQL; fetch a few, as examples, ordered by
-        ``columns`` (every column of the rows) by code point."""
+    def by_code_point(self, columns: Sequence[str]) -> str:
+        """An ``ORDER BY`` list of ``columns``, text compared by code point."""
         ...
 
 
 @dataclass(frozen=True)
 class DuckDBChecks:
-    """:class:`CheckSession` on a DuckDB connection."""
+    """:class:`CheckSession` on a DuckDB connection (it compares text by code point)."""
 
     conn: duckdb.DuckDBPyConnection
     dialect: Dialect = "duckdb"
 
-    def exists(self, sql: str, params: Mapping[str, str]) -> bool:
-        """Whether ``sql`` returns a row."""
-        return self.conn.execute(f"SELECT EXISTS ({sql})", dict(params)).fetchone() == (True,)
+    def fetch(self, sql: str, params: Mapping[str, str]) -> list[tuple[object, ...]]:
+        """The rows of ``sql``."""
+        return self.conn.execute(sql, dict(params)).fetchall()
 
-    def outcome(
-        self,
-        problems_sql: str,
-        columns: Sequence[str],
-        describe: Callable[[tuple[object, ...]], str],
-        params: Mapping[str, str],
-    ) -> CheckOutcome:
-        """Count the rows of ``problems_sql``; fetch only a few, as examples."""
-        bound = dict(params)
-        row = self.conn.execute(f"SELECT count(*) FROM ({problems_sql})", bound).fetchone()
-        count = int(row[0]) if row else 0
-        examples = (
-            self.conn.execute(
-                f"SELECT * FROM ({problems_sql}) ORDER BY {', '.join(columns)} LIMIT {EXAMPLES}",
-                bound,
-            ).fetchall()
-            if count
-            else []
+    def by_code_point(self, columns: Sequence[str]) -> str:
+        """``columns`` as they are."""
+        return ", ".join(columns)
+
+
+def _exists(session: CheckSession, sql: str, params: Mapping[str, str]) -> bool:
+    """Whether ``sql`` returns a row."""
+    return session.fetch(f"SELECT EXISTS ({sql})", params) == [(True,)]
+
+
+def _outcome(
+    session: CheckSession,
+    problems_sql: str,
+    columns: Sequence[str],
+    describe: Callable[[tuple[object, ...]], str],
+    params: Mapping[str, str],
+) -> CheckOutcome:
+    """Count the rows of ``problems_sql`` in SQL; fetch only a few, as examples, ordered
+    by ``columns`` (every column of the rows)."""
+    ((found,),) = session.fetch(f"SELECT count(*) FROM ({problems_sql}) AS problems", params)
+    count = int(str(found))
+    examples = (
+        session.fetch(
+            f"SELECT * FROM ({problems_sql}) AS problems "
+            f"ORDER BY {session.by_code_point(columns)} LIMIT {_EXAMPLES}",
+            params,
         )
-        return CheckOutcome(count == 0, count, examples=[describe(r) for r in examples])
+        if count
+        else []
+    )
+    return CheckOutcome(count == 0, count, examples=[describe(r) for r in examples])
 
 
 def coverage(
@@ -133,8 +137,8 @@ def coverage_outcome(session: CheckSession, *, tables: Tables, run_rows: str) ->
             WHERE p.set_id = r.set_id AND p.mobile = r.mobile
               AND (p.status_code IS NOT NULL OR p.invalid_reason IS NOT NULL))
     """
-    return session.outcome(
-        problems, ("set_id", "mobile"), lambda r: f"{r[0]}: {mask(str(r[1]))}", {}
+    return _outcome(
+        session, problems, ("set_id", "mobile"), lambda r: f"{r[0]}: {mask(str(r[1]))}", {}
     )
 
 
@@ -173,10 +177,11 @@ def reconciliation_outcome(
                 SELECT 1 FROM {tables.audit} c
                 WHERE c.billed AND c.run_id = {run} AND c.order_number = a.order_number)
         """
-        if not session.exists(answers, params):
+        if not _exists(session, answers, params):
             answers = ""
     missing = (
-        session.outcome(
+        _outcome(
+            session,
             f"""
             SELECT DISTINCT a.order_number FROM ({answers}) AS a
             WHERE a.order_number IS NULL OR NOT EXISTS (
@@ -196,7 +201,8 @@ def reconciliation_outcome(
         else f" AND order_number IN (SELECT order_number FROM {tables.audit} "
         f"WHERE billed AND run_id = {run})"
     )
-    duplicated = session.outcome(
+    duplicated = _outcome(
+        session,
         f"""
         SELECT order_number FROM {tables.audit}
         WHERE order_number IS NOT NULL AND billed{billed_by_run}
@@ -257,7 +263,8 @@ def double_billing_outcome(
         WHERE previous_at IS NOT NULL AND reason IS DISTINCT FROM 'forced'
           AND requested_at < previous_at + {max_age}
     """
-    return session.outcome(
+    return _outcome(
+        session,
         problems,
         ("mobile", "order_number"),
         lambda r: f"{mask(str(r[0]))} billed again as {r[1]}",

@@ -21,7 +21,6 @@ import psycopg
 
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.store.audit_checks import (
-    EXAMPLES,
     CheckOutcome,
     coverage_outcome,
     double_billing_outcome,
@@ -53,33 +52,13 @@ class PostgresChecks:
     conn: PgConnection
     dialect: Dialect = "postgres"
 
-    def exists(self, sql: str, params: Mapping[str, str]) -> bool:
-        """Whether ``sql`` returns a row."""
-        return self.conn.execute(f"SELECT EXISTS ({sql})", params or None).fetchone() == (True,)
+    def fetch(self, sql: str, params: Mapping[str, str]) -> list[tuple[object, ...]]:
+        """The rows of ``sql``."""
+        return self.conn.execute(sql, params or None).fetchall()
 
-    def outcome(
-        self,
-        problems_sql: str,
-        columns: Sequence[str],
-        describe: Callable[[tuple[object, ...]], str],
-        params: Mapping[str, str],
-    ) -> CheckOutcome:
-        """Count the rows of ``problems_sql``; fetch only a few, as examples."""
-        bound = params or None
-        row = self.conn.execute(
-            f"SELECT count(*) FROM ({problems_sql}) AS problems", bound
-        ).fetchone()
-        count = int(str(row[0])) if row else 0
-        order_by = ", ".join(f"{column} {C}" for column in columns)
-        examples = (
-            self.conn.execute(
-                f"SELECT * FROM ({problems_sql}) AS problems ORDER BY {order_by} LIMIT {EXAMPLES}",
-                bound,
-            ).fetchall()
-            if count
-            else []
-        )
-        return CheckOutcome(count == 0, count, examples=[describe(r) for r in examples])
+    def by_code_point(self, columns: Sequence[str]) -> str:
+        """``columns``, each ``COLLATE "C"``."""
+        return ", ".join(f"{column} {C}" for column in columns)
 
 
 def coverage(
