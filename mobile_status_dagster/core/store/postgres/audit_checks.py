@@ -9,7 +9,6 @@ DuckDB). Each check examines either what one run changed (``run_id``) or, with
 ``run_id=None``, everything; a run's rows are found through the ``run_id`` indexes, and
 the rest of a table is only probed for the run's order numbers and numbers (the
 ``order_number`` and ``mobile`` indexes of the audit).
-
 """
 
 from __future__ import annotations

@@ -107,9 +107,7 @@ def plan_run(
         with conn.transaction():
             planner_settings(conn)
             conn.execute(f"CREATE TEMP TABLE {RUN_NUMBERS} AS {numbers}", params)
-        conn.execute(f"ANALYZE {PG_RUN_NUMBERS}")
-        with conn.transaction():
-            planner_settings(conn)
+            conn.execute(f"ANALYZE {PG_RUN_NUMBERS}")
             per_set = conn.execute(
                 per_set_sql(dialect="postgres", run_rows=PG_RUN_ROWS, run_numbers=PG_RUN_NUMBERS)
             ).fetchall()

@@ -96,8 +96,8 @@ def ensure_schema(conn: psycopg.Connection[tuple[object, ...]], tables: Tables) 
 
 def create_default_source(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     """The default source table (``number_sets``), as the DuckDB store creates it, with an
-    index on ``set_id``: a run reads its sets only, not every set loaded (a 1,000-number
-    run beside 10,000,000 rows: 1.83× its cost beside 1,000 without it, 1.21× with it)."""
+    index on ``set_id``: a run reads its sets only, not every set loaded (the delta cost
+    of ``make bench ARGS=postgres``, bench/README.md)."""
     conn.execute(SOURCE_DDL)
     conn.execute(
         f"CREATE INDEX IF NOT EXISTS {quote_identifier(DEFAULT_SOURCE + '_set_id_idx')} "
