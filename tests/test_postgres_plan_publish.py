@@ -99,8 +99,9 @@ SETS: dict[str, list[str | None]] = {
 PARTITIONS = [Partition(key) for key in (*SETS, "nothing")]
 
 
-def cache_rows() -> list[tuple[Any, ...]]:
-    """Every kind of cache row, over the numbers of :data:`SETS` (30 of 40 cached)."""
+def cache_rows(numbers: Sequence[str] = NUMBERS[:30]) -> list[tuple[Any, ...]]:
+    """Every kind of cache row, in turn over ``numbers`` (by default those of :data:`SETS`:
+    30 of 40 cached)."""
     operators = ("CM", "CU", "CT")
     kinds: list[tuple[int | None, int, timedelta, str]] = [
         (Status.ONLINE, 2000, DAY, "run-0"),  # fresh
@@ -120,7 +121,7 @@ def cache_rows() -> list[tuple[Any, ...]]:
         (Status.POWERED_OFF, 2000, 10 * DAY + timedelta(microseconds=7), "run-0"),  # stale
     ]
     rows = []
-    for i, mobile in enumerate(NUMBERS[:30]):
+    for i, mobile in enumerate(numbers):
         status, code, age, run = kinds[i % len(kinds)]
         answered = status is not None
         rows.append(
@@ -337,6 +338,53 @@ def test_plan_matches_duckdb(stores: Stores, tmp_path: Path, force_refresh: bool
         assert reasons == {"new", "stale", "retry"}
 
 
+def test_plan_matches_duckdb_across_many_bitmap_words(stores: Stores, tmp_path: Path) -> None:
+    """PostgreSQL sends each number's verdict back as one bit of a 63-bit word: with 700
+    numbers (12 words, every bit position used), some in two sets, every kind of cache row
+    and a fifth of them uncached, the plan and spool are still the DuckDB store's."""
+    numbers = sample_numbers(700, seed=5)
+    stores.seed_sets(
+        {"one": numbers[:400], "two": numbers[300:], "three": [*numbers[::7], "bad", None]}
+    )
+    stores.insert(TABLES.cache, cache_rows(numbers[:560]))
+    plan, to_send = both_plans(
+        stores,
+        tmp_path,
+        SourceTable(),
+        [Partition(k) for k in ("one", "two", "three")],
+        freshness=FRESHNESS,
+    )
+    assert sum(s.distinct_valid for s in plan.sets) > 700  # numbers in two sets count in both
+    assert 140 < plan.to_send < 700
+    assert {reason for _, _, reason in to_send} == {"new", "stale", "retry"}
+
+
+def test_plan_numbers_are_never_committed(
+    stores: Stores, postgres_url: str, tmp_path: Path
+) -> None:
+    """The numbers a plan joins with the cache live in a shared table without ever being
+    committed: a plan beside another plan's open transaction (its rows copied in and
+    analyzed) neither waits for it nor sees its rows, and leaves no row behind."""
+    stores.seed_sets(SETS)
+    stores.insert(TABLES.cache, cache_rows())
+    pg_schema.ensure_plan_numbers(stores.pg, TABLES)
+    table = pg_schema.plan_numbers_table(TABLES)
+    with PostgresTarget(postgres_url).connect()() as other:
+        with other.transaction():
+            # Another plan, mid-way: its numbers (one of them a number of this plan's
+            # partitions, in another word and bit) copied in and analyzed.
+            with other.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+                for word, mobile in enumerate([NUMBERS[1], *NUMBERS[30:40]]):
+                    copy.write_row((word, word % 63, mobile))
+            other.execute(f"ANALYZE {table}")
+            stores.pg.execute("SET lock_timeout = '10s'")  # a wait fails the test, not hangs it
+            both_plans(stores, tmp_path, SourceTable(), PARTITIONS, freshness=FRESHNESS)
+            assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (11,)
+        assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (11,)
+        other.execute(f"DELETE FROM {table}")
+    assert stores.pg.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+
+
 def test_publish_matches_duckdb(stores: Stores) -> None:
     """Same outcomes, published rows and summary; a partition with a missing answer keeps its
     earlier rows; an empty partition publishes nothing; forced, only this run's answers count."""
@@ -462,8 +510,10 @@ def test_scratch_files_are_private_and_removed(
 
         return wrapped
 
-    monkeypatch.setattr(run_rows, "copy_out", spy(run_rows.copy_out, 3))
-    monkeypatch.setattr(run_rows, "copy_in", spy(run_rows.copy_in, 2))
+    copy_out, copy_in = spy(run_rows.copy_out, 3), spy(run_rows.copy_in, 2)
+    for module in (run_rows, pg_plan):
+        monkeypatch.setattr(module, "copy_out", copy_out)
+        monkeypatch.setattr(module, "copy_in", copy_in)
     stores.seed_sets(SETS)
     stores.insert(TABLES.cache, usable_cache_rows())
     pg_plan.plan_run(
@@ -484,7 +534,8 @@ def test_scratch_files_are_private_and_removed(
         freshness=FRESHNESS,
         now=NOW,
     )
-    assert len(modes) == 5  # plan: source out, rows in, spool out; publish: source out, rows in
+    # plan: source out, numbers in, verdicts out; publish: source out, rows in
+    assert len(modes) == 5
     assert set(modes) == {(0o600, 0o700)}
     assert list(scratch_root.iterdir()) == []
 

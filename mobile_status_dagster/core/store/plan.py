@@ -14,7 +14,7 @@ from mobile_status_dagster.core.errors import NumberRejectedError
 from mobile_status_dagster.core.files import private_output
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.store.connection import copy_target
-from mobile_status_dagster.core.store.fragments import Dialect, placeholder
+from mobile_status_dagster.core.store.fragments import Dialect
 from mobile_status_dagster.core.store.number_sql import (
     normalized_numbers_sql,
     register_number_rules,
@@ -79,61 +79,63 @@ def fresh_sql(
 
     Worth keeping: a billed answer, or the provider's 4003 (it rejects a number our
     rules accept; asking again within ``max_age`` would only repeat the 4003). Unknown
-    answers are never fresh. ``now`` is the placeholder of the current time: DuckDB's
-    named parameter ``$now`` by default, ``%(now)s`` for psycopg.
+    answers are never fresh, nor is any other row (an error): the predicate is false, never
+    ``NULL``, for a row without a status code. ``now`` is the placeholder of the current
+    time: DuckDB's named parameter ``$now`` by default, ``%(now)s`` for psycopg.
     """
     kept = (
         f"({alias}.status_code IN ({BILLED_CODES}) "
         f"OR ({alias}.status_code IS NULL AND {alias}.provider_code = {NumberRejectedError.code}))"
     )
     age = max_age_sql(f"{alias}.status_code", freshness, dialect=dialect)
-    return f"({kept} AND {alias}.checked_at > CAST({now} AS TIMESTAMPTZ) - {age})"
+    return f"coalesce({kept} AND {alias}.checked_at > CAST({now} AS TIMESTAMPTZ) - {age}, false)"
 
 
-def run_numbers_sql(
-    tables: Tables,
-    freshness: Freshness,
-    *,
-    dialect: Dialect = "duckdb",
-    run_rows: str = RUN_ROWS,
-) -> str:
-    """``SELECT`` of :data:`RUN_NUMBERS` from ``run_rows`` and the cache (valid in
-    ``dialect``; parameters ``now`` and ``force``).
+def run_numbers_sql(tables: Tables, freshness: Freshness) -> str:
+    """``SELECT`` of :data:`RUN_NUMBERS` from :data:`RUN_ROWS` and the cache (parameters
+    ``$now`` and ``$force``).
 
-    A number in several partitions belongs to the first (``min(set_id)``: by code point
-    in DuckDB; the PostgreSQL table of run rows declares ``set_id`` ``COLLATE "C"``).
+    A number in several partitions belongs to the first (``min(set_id)``, by code point).
     """
-    force = placeholder("force", dialect)
-    fresh = fresh_sql("c", freshness, now=placeholder("now", dialect), dialect=dialect)
+    fresh = fresh_sql("c", freshness)
     return f"""
-        SELECT n.mobile, n.set_id, (NOT {force} AND c.mobile IS NOT NULL AND {fresh}) AS fresh,
-               CASE WHEN {force} THEN 'forced' WHEN c.mobile IS NULL THEN 'new'
-                    WHEN c.status_code IN ({BILLED_CODES}) THEN 'stale' ELSE 'retry' END AS reason
-        FROM (SELECT mobile, min(set_id) AS set_id FROM {run_rows} WHERE valid GROUP BY mobile) n
+        SELECT n.mobile, n.set_id, (NOT $force AND c.mobile IS NOT NULL AND {fresh}) AS fresh,
+               CASE WHEN $force THEN 'forced' WHEN c.mobile IS NULL THEN 'new'
+                    ELSE {resend_reason_sql("c")} END AS reason
+        FROM ({distinct_numbers_sql()}) n
         LEFT JOIN {tables.cache} c ON c.mobile = n.mobile
         """
 
 
-def per_set_sql(
-    *, dialect: Dialect = "duckdb", run_rows: str = RUN_ROWS, run_numbers: str = RUN_NUMBERS
-) -> str:
-    """``SELECT`` of a plan's counts per partition: ``set_id, rows, invalid,
-    distinct_valid, fresh, to_send`` (valid in ``dialect``)."""
-    group_by = "GROUP BY ALL" if dialect == "duckdb" else "GROUP BY c.set_id, c.rows, c.invalid"
+def distinct_numbers_sql() -> str:
+    """``SELECT mobile, set_id``: each valid number of :data:`RUN_ROWS` once, with its
+    first partition (``min(set_id)``, by code point)."""
+    return f"SELECT mobile, min(set_id) AS set_id FROM {RUN_ROWS} WHERE valid GROUP BY mobile"
+
+
+def resend_reason_sql(alias: str) -> str:
+    """Why a number whose cache row ``alias`` is not fresh is sent again: ``stale`` (a
+    billed answer, too old) or ``retry`` (unknown, or the provider's 4003)."""
+    return f"CASE WHEN {alias}.status_code IN ({BILLED_CODES}) THEN 'stale' ELSE 'retry' END"
+
+
+def per_set_sql() -> str:
+    """``SELECT`` of a plan's counts per partition from :data:`RUN_ROWS` and
+    :data:`RUN_NUMBERS`: ``set_id, rows, invalid, distinct_valid, fresh, to_send``."""
     return f"""
         WITH counts AS (
             SELECT set_id, count(*) AS rows, count(*) FILTER (WHERE NOT valid) AS invalid
-            FROM {run_rows} GROUP BY set_id
+            FROM {RUN_ROWS} GROUP BY set_id
         ), numbers AS (
             SELECT DISTINCT r.set_id, r.mobile, n.fresh
-            FROM {run_rows} r JOIN {run_numbers} n USING (mobile)
+            FROM {RUN_ROWS} r JOIN {RUN_NUMBERS} n USING (mobile)
             WHERE r.valid
         )
         SELECT c.set_id, c.rows, c.invalid,
                count(n.mobile), count(n.mobile) FILTER (WHERE n.fresh),
                count(n.mobile) FILTER (WHERE NOT n.fresh)
         FROM counts c LEFT JOIN numbers n USING (set_id)
-        {group_by} ORDER BY c.set_id
+        GROUP BY ALL ORDER BY c.set_id
         """
 
 
@@ -175,23 +177,24 @@ def plan_run(
         f"CREATE OR REPLACE TEMP TABLE {RUN_NUMBERS} AS {run_numbers_sql(tables, freshness)}",
         params,
     )
+    return count_plan(conn, partitions, spool)
+
+
+def count_plan(
+    conn: duckdb.DuckDBPyConnection, partitions: Sequence[Partition], spool: Path | None
+) -> RunPlan:
+    """The :class:`RunPlan` of ``partitions`` from the tables :data:`RUN_ROWS` and
+    :data:`RUN_NUMBERS` of ``conn``; the numbers to send written to ``spool``."""
     per_set = conn.execute(per_set_sql()).fetchall()
     to_send_sql = f"SELECT mobile, set_id, reason FROM {RUN_NUMBERS} WHERE NOT fresh"
     (to_send,) = conn.execute(f"SELECT count(*) FROM ({to_send_sql})").fetchone() or (0,)
     if spool is not None:
         write_spool(conn, f"{to_send_sql} ORDER BY set_id, mobile", spool)
-    return run_plan(partitions, per_set, int(to_send))
-
-
-def run_plan(
-    partitions: Sequence[Partition], per_set: Sequence[Sequence[Any]], to_send: int
-) -> RunPlan:
-    """The :class:`RunPlan` of ``partitions`` from the rows of :func:`per_set_sql`."""
     planned = {
         str(row[0]): SetPlan(str(row[0]), *(int(value) for value in row[1:])) for row in per_set
     }
     sets = tuple(planned.get(p.key, SetPlan(p.key, 0, 0, 0, 0, 0)) for p in partitions)
-    return RunPlan(sets=sets, to_send=to_send)
+    return RunPlan(sets=sets, to_send=int(to_send))
 
 
 def write_spool(conn: duckdb.DuckDBPyConnection, select_sql: str, spool: Path) -> None:

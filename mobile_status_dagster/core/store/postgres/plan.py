@@ -1,11 +1,24 @@
 """Planning a run against a PostgreSQL store: the twin of
 :func:`mobile_status_dagster.core.store.plan.plan_run`, with the same results.
 
-The partitions' rows are normalized by DuckDB into a TEMP table
-(:func:`~mobile_status_dagster.core.store.postgres.run_rows.load_run_rows`); the join
-with the cache, the counts and the numbers to send are PostgreSQL SQL, the same
-statements as the DuckDB store's (:func:`~mobile_status_dagster.core.store.plan.run_numbers_sql`,
-:func:`~mobile_status_dagster.core.store.plan.per_set_sql`) in PostgreSQL's dialect.
+Only the lookup of the run's numbers in the cache runs in PostgreSQL, where the cache
+is. The partitions' rows are copied out and normalized by an in-memory DuckDB
+(:func:`~mobile_status_dagster.core.store.postgres.run_rows.normalized_rows_sql`), which
+numbers the distinct valid ones ``0 … n-1``; those are copied into PostgreSQL and joined
+with the cache, and what comes back is each number's verdict — fresh, ``stale`` or
+``retry``; no cache row is ``new`` — as bitmaps over the positions. The counts per
+partition and the spool are then the DuckDB store's own statements
+(:func:`~mobile_status_dagster.core.store.plan.count_plan`).
+
+Two choices are measured (``make bench ARGS=postgres``, bench/README.md). The numbers go
+into the ``UNLOGGED`` table :data:`~mobile_status_dagster.core.store.postgres.schema.PLAN_NUMBERS`,
+not a ``TEMP`` one, because PostgreSQL never scans a ``TEMP`` table in parallel: with it,
+the join is a parallel hash join, the cache read by every worker at once. Its rows are
+never committed: the transaction that copies them in is rolled back once the verdicts are
+read, so concurrent plans see only their own rows, and a planning process that dies
+leaves nothing behind. And the verdicts come back as bitmaps (one row per 63 numbers,
+``bit_or`` in each worker) because sending every matched number through the parallel
+plan's gather node and the wire took longer than the join itself.
 """
 
 from __future__ import annotations
@@ -13,32 +26,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
 from mobile_status_dagster.core.errors import ConfigurationError
 from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.store.connection import copy_target
 from mobile_status_dagster.core.store.plan import (
     RUN_NUMBERS,
+    RUN_ROWS,
     RunPlan,
-    per_set_sql,
-    run_numbers_sql,
-    run_plan,
+    count_plan,
+    distinct_numbers_sql,
+    fresh_sql,
+    resend_reason_sql,
 )
 from mobile_status_dagster.core.store.postgres.run_rows import (
-    PG_RUN_NUMBERS,
-    PG_RUN_ROWS,
     PgConnection,
     Scratch,
-    load_run_rows,
+    copy_in,
+    copy_out,
+    normalized_rows_sql,
     planner_settings,
-    write_spool_from,
 )
+from mobile_status_dagster.core.store.postgres.schema import ensure_plan_numbers, plan_numbers_table
 from mobile_status_dagster.core.store.schema import Tables
 from mobile_status_dagster.core.store.source import Partition, SourceTable, quote_table
 
 __all__ = ["check_source_exists", "plan_run"]
+
+_NUMBERS = "numbers"
+"""The scratch DuckDB's table of the run's distinct valid numbers: ``mobile``, its first
+partition ``set_id``, and its ``position`` (``0 … n-1``) in the verdict bitmaps."""
+_BITMAPS = "verdicts"
+"""The scratch DuckDB's table of the verdict bitmaps (see ``_copy_verdicts``)."""
+_VERDICTS = ("fresh", "stale", "retry")
+_WORD_BITS = 63
+"""Numbers per bitmap word: a ``BIGINT``'s bits, the sign bit left alone."""
 
 
 def check_source_exists(conn: PgConnection, source: SourceTable) -> None:
@@ -97,23 +121,78 @@ def plan_run(
     first partition by key (code point order, whatever the database's collation); the
     spool is the same private Parquet file of ``(mobile, set_id, reason)`` ordered by
     partition, then number. ``conn`` is an autocommit session; the source table is read
-    in it, and its TEMP tables stay until it ends.
+    in it.
     """
-    params: dict[str, Any] = {"now": now, "force": force_refresh}
     with Scratch() as scratch:
-        load_run_rows(conn, source, partitions, scratch)
-        conn.execute(f"DROP TABLE IF EXISTS {PG_RUN_NUMBERS}")
-        numbers = run_numbers_sql(tables, freshness, dialect="postgres", run_rows=PG_RUN_ROWS)
-        with conn.transaction():
-            planner_settings(conn)
-            conn.execute(f"CREATE TEMP TABLE {RUN_NUMBERS} AS {numbers}", params)
-            conn.execute(f"ANALYZE {PG_RUN_NUMBERS}")
-            per_set = conn.execute(
-                per_set_sql(dialect="postgres", run_rows=PG_RUN_ROWS, run_numbers=PG_RUN_NUMBERS)
-            ).fetchall()
-        to_send_sql = f"SELECT mobile, set_id, reason FROM {PG_RUN_NUMBERS} WHERE NOT fresh"
-        row = conn.execute(f"SELECT count(*) FROM ({to_send_sql}) AS to_send").fetchone()
-        to_send = int(row[0]) if row else 0
-        if spool is not None:
-            write_spool_from(conn, to_send_sql, spool, scratch)
-    return run_plan(partitions, per_set, to_send)
+        duck = scratch.duck
+        rows_sql = normalized_rows_sql(conn, source, partitions, scratch)
+        duck.execute(f"CREATE TEMP TABLE {RUN_ROWS} AS {rows_sql}")
+        duck.execute(
+            f"CREATE TEMP TABLE {_NUMBERS} AS SELECT mobile, set_id, "
+            f"CAST(position // {_WORD_BITS} AS BIGINT) AS word, "
+            f"CAST(position % {_WORD_BITS} AS INTEGER) AS bit "
+            f"FROM (SELECT *, row_number() OVER () - 1 AS position FROM ({distinct_numbers_sql()}))"
+        )
+        verdicts = scratch.new_file("verdicts.csv")
+        if not force_refresh:  # forced, every number is sent whatever the cache holds
+            numbers = scratch.new_file("numbers.csv")
+            duck.execute(
+                f"COPY (SELECT word, bit, mobile FROM {_NUMBERS}) TO {copy_target(numbers)} "
+                "(FORMAT csv, HEADER false, USE_TMP_FILE false)"
+            )
+            _copy_verdicts(conn, tables, freshness, now, numbers, verdicts)
+        columns = ("word", *_VERDICTS)
+        typed = ", ".join(f"CAST({name} AS BIGINT) AS {name}" for name in columns)
+        csv = scratch.read_csv_sql(verdicts, columns)
+        duck.execute(f"CREATE TEMP TABLE {_BITMAPS} AS SELECT {typed} FROM {csv}")
+        duck.execute(
+            f"CREATE TEMP TABLE {RUN_NUMBERS} AS {_RUN_NUMBERS_SQL}", {"force": force_refresh}
+        )
+        return count_plan(duck, partitions, spool)
+
+
+def _copy_verdicts(
+    conn: PgConnection,
+    tables: Tables,
+    freshness: Freshness,
+    now: datetime,
+    numbers: Path,
+    target: Path,
+) -> None:
+    """Write the verdict bitmaps of the ``(position, mobile)`` rows of the CSV file
+    ``numbers`` to the CSV file ``target``: ``word`` (a position divided by
+    :data:`_WORD_BITS`), then one ``BIGINT`` per verdict of :data:`_VERDICTS`, bit
+    ``position % _WORD_BITS`` set for each number of that word with that verdict."""
+    ensure_plan_numbers(conn, tables)
+    plan_numbers = plan_numbers_table(tables)
+    fresh = fresh_sql("c", freshness, now="%(now)s", dialect="postgres")
+    verdict = f"CASE WHEN {fresh} THEN 'fresh' ELSE {resend_reason_sql('c')} END"
+    bits = ", ".join(f"bit_or(bit) FILTER (WHERE verdict = '{name}')" for name in _VERDICTS)
+    select = f"""
+        SELECT word, {bits} FROM (
+            SELECT n.word, CAST(1 AS BIGINT) << n.bit AS bit, {verdict} AS verdict
+            FROM {plan_numbers} n JOIN {tables.cache} c ON c.mobile = n.mobile
+        ) AS matched GROUP BY word
+        """
+    # The rows of earlier plans, rolled back, are dead: without them the table's size is
+    # this plan's, and the statistics below are the join's (SKIP_LOCKED: never wait for
+    # a concurrent plan; the estimate is then only rougher).
+    conn.execute(f"VACUUM (SKIP_LOCKED) {plan_numbers}")
+    with conn.transaction():
+        planner_settings(conn)
+        copy_in(conn, plan_numbers, numbers)
+        conn.execute(f"ANALYZE (SKIP_LOCKED) {plan_numbers}")
+        copy_out(conn, select, {"now": now}, target)
+        raise psycopg.Rollback  # the numbers are never committed (module docstring)
+
+
+_HAS = {name: f"(b.{name} & (CAST(1 AS BIGINT) << n.bit)) <> 0" for name in _VERDICTS}
+_RUN_NUMBERS_SQL = f"""
+    SELECT n.mobile, n.set_id, NOT $force AND coalesce({_HAS["fresh"]}, false) AS fresh,
+           CASE WHEN $force THEN 'forced' WHEN {_HAS["stale"]} THEN 'stale'
+                WHEN {_HAS["retry"]} THEN 'retry' WHEN {_HAS["fresh"]} THEN NULL
+                ELSE 'new' END AS reason
+    FROM {_NUMBERS} n LEFT JOIN {_BITMAPS} b USING (word)
+    """
+"""DuckDB ``SELECT`` of ``plan.RUN_NUMBERS`` from the distinct numbers and their verdict
+bitmaps (parameter ``$force``)."""

@@ -34,7 +34,7 @@ from mobile_status_dagster.core.store.number_sql import (
     register_number_rules,
     sql_literal,
 )
-from mobile_status_dagster.core.store.plan import RUN_NUMBERS, RUN_ROWS, write_spool
+from mobile_status_dagster.core.store.plan import RUN_NUMBERS, RUN_ROWS
 from mobile_status_dagster.core.store.source import Partition, SourceTable, source_rows_sql
 
 PgConnection = psycopg.Connection[Any]
@@ -45,7 +45,7 @@ PG_RUN_ROWS = f"pg_temp.{RUN_ROWS}"
 """The TEMP table of a run's normalized rows, named in the session's own temporary schema
 (a permanent table of the same name is never read, replaced or dropped)."""
 PG_RUN_NUMBERS = f"pg_temp.{RUN_NUMBERS}"
-"""The TEMP table of a plan's distinct numbers (see ``plan.RUN_NUMBERS``)."""
+"""The TEMP table of a plan's distinct valid numbers, judged against the cache."""
 
 #: ``set_id`` compares by code point (``COLLATE "C"``), as DuckDB's strings do, so the
 #: first partition of a number (``min(set_id)``) is the same whatever the database's
@@ -147,6 +147,33 @@ def _utf8(conn: PgConnection) -> None:
         conn.execute("SET client_encoding TO 'UTF8'")
 
 
+def normalized_rows_sql(
+    conn: PgConnection,
+    source: SourceTable,
+    partitions: Sequence[Partition],
+    scratch: Scratch,
+) -> str:
+    """A ``SELECT`` in ``scratch``'s DuckDB of the normalized source rows of
+    ``partitions``, with the columns and values of the DuckDB store's ``RUN_ROWS``.
+
+    The rows are copied out of PostgreSQL first, into a file of ``scratch`` that the
+    ``SELECT`` reads (it stays until ``scratch`` ends).
+    """
+    _utf8(conn)
+    names = ", ".join(name for name, _ in _RUN_ROWS_COLUMNS)
+    if not partitions:
+        columns = ", ".join(
+            f"CAST(NULL AS {'BOOLEAN' if name == 'valid' else 'VARCHAR'}) AS {name}"
+            for name, _ in _RUN_ROWS_COLUMNS
+        )
+        return f"SELECT {columns} LIMIT 0"
+    rows_sql, params = source_rows_sql(source, partitions, dialect="postgres")
+    raw = scratch.new_file("source.csv")
+    copy_out(conn, rows_sql, params, raw)
+    relation = f"(SELECT * FROM {scratch.read_csv_sql(raw, ('set_id', 'mobile_raw'))})"
+    return f"SELECT {names} FROM ({normalized_numbers_sql(relation, 'mobile_raw')})"
+
+
 def load_run_rows(
     conn: PgConnection,
     source: SourceTable,
@@ -155,37 +182,20 @@ def load_run_rows(
 ) -> None:
     """Normalize the source rows of ``partitions`` into the TEMP table :data:`PG_RUN_ROWS`
     (replaced), with the columns and values of the DuckDB store's ``RUN_ROWS``."""
-    _utf8(conn)
+    rows_sql = normalized_rows_sql(conn, source, partitions, scratch)
     columns = ", ".join(f"{name} {sql_type}" for name, sql_type in _RUN_ROWS_COLUMNS)
     conn.execute(f"DROP TABLE IF EXISTS {PG_RUN_ROWS}")
     conn.execute(f"CREATE TEMP TABLE {RUN_ROWS} ({columns})")
     if partitions:
-        rows_sql, params = source_rows_sql(source, partitions, dialect="postgres")
-        raw = scratch.new_file("source.csv")
-        copy_out(conn, rows_sql, params, raw)
         normalized = scratch.new_file("run_rows.csv")
-        relation = f"(SELECT * FROM {scratch.read_csv_sql(raw, ('set_id', 'mobile_raw'))})"
-        names = ", ".join(name for name, _ in _RUN_ROWS_COLUMNS)
         scratch.duck.execute(
-            f"COPY (SELECT {names} FROM ({normalized_numbers_sql(relation, 'mobile_raw')})) "
-            f"TO {copy_target(normalized)} ({_CSV}, HEADER false, USE_TMP_FILE false)"
+            f"COPY ({rows_sql}) TO {copy_target(normalized)} "
+            f"({_CSV}, HEADER false, USE_TMP_FILE false)"
         )
-        raw.unlink()
         copy_in(conn, PG_RUN_ROWS, normalized)
         normalized.unlink()
     # Autovacuum never analyzes TEMP tables: without statistics the joins are planned blind.
     conn.execute(f"ANALYZE {PG_RUN_ROWS}")
-
-
-def write_spool_from(conn: PgConnection, select_sql: str, spool: Path, scratch: Scratch) -> None:
-    """Write the rows ``(mobile, set_id, reason)`` of ``select_sql`` to ``spool``, the
-    Parquet file the DuckDB store writes (private, ordered by set id then number, by code
-    point as in DuckDB)."""
-    rows = scratch.new_file("spool.csv")
-    copy_out(conn, select_sql, {}, rows)
-    relation = scratch.read_csv_sql(rows, ("mobile", "set_id", "reason"))
-    write_spool(scratch.duck, f"SELECT * FROM {relation} ORDER BY set_id, mobile", spool)
-    rows.unlink()
 
 
 #: The memory each sort or hash of a run's set-based statements may take before it spills.

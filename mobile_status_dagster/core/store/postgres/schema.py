@@ -94,6 +94,31 @@ def ensure_schema(conn: psycopg.Connection[tuple[object, ...]], tables: Tables) 
         )
 
 
+PLAN_NUMBERS = "mobile_status_plan_numbers"
+"""The base name of the ``UNLOGGED`` table a plan joins with the cache; its rows are never
+committed (see :func:`~mobile_status_dagster.core.store.postgres.plan.plan_run`)."""
+
+
+def plan_numbers_table(tables: Tables) -> str:
+    """The quoted name of ``tables``' :data:`PLAN_NUMBERS` table."""
+    return quote_identifier(tables.name(PLAN_NUMBERS))
+
+
+def ensure_plan_numbers(conn: psycopg.Connection[tuple[object, ...]], tables: Tables) -> None:
+    """Create ``tables``' :data:`PLAN_NUMBERS` table if missing (in its own transaction,
+    under the schema lock: stores created before it get it on their first plan)."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [plan_numbers_table(tables)])
+    found = row.fetchone()
+    if found is not None and found[0]:
+        return
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [SCHEMA_LOCK])
+        conn.execute(
+            f"CREATE UNLOGGED TABLE IF NOT EXISTS {plan_numbers_table(tables)} "
+            "(word BIGINT, bit INTEGER, mobile VARCHAR)"
+        )
+
+
 def create_default_source(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     """The default source table (``number_sets``), as the DuckDB store creates it, with an
     index on ``set_id``: a run reads its sets only, not every set loaded (the delta cost
