@@ -279,6 +279,8 @@ def both_plans(
         stores.pg, source, partitions, tables=TABLES, now=NOW, spool=pg_spool, **options
     )
     assert got == expected
+    # Every distinct number is either fresh or sent (a cache row of an error is sent again).
+    assert all(s.fresh + s.to_send == s.distinct_valid for s in expected.sets)
     with duckdb.connect() as reader:
 
         def read(path: Path, what: str = "") -> list[tuple[Any, ...]]:
