@@ -101,19 +101,25 @@ def missing_sql(
     """``SELECT set_id, missing`` per partition of ``run_rows``: its valid numbers with no
     usable answer (parameters ``now``, ``run_id``, ``force``; valid in ``dialect``).
 
-    Usable: answered in this run, or (unless forced) fresh in the cache.
+    Usable: answered in this run, or (unless forced) fresh in the cache. The numbers are
+    grouped first and counted after, not counted ``DISTINCT``: DuckDB's grouping spills to
+    disk under a memory limit, its ``count(DISTINCT …)`` ran out of memory at 10,000,000
+    rows under ``memory_limit = 256MB``.
     """
     fresh = fresh_sql("c", freshness, now=placeholder("now", dialect), dialect=dialect)
     usable = (
-        f"(c.run_id = {placeholder('run_id', dialect)} "
+        f"(coalesce(c.run_id = {placeholder('run_id', dialect)}, false) "
         f"OR (NOT {placeholder('force', dialect)} AND {fresh}))"
     )
     return f"""
-                SELECT r.set_id,
-                       count(DISTINCT r.mobile) FILTER (
-                           WHERE r.valid AND (c.mobile IS NULL OR NOT {usable}))
-                FROM {run_rows} r LEFT JOIN {tables.cache} c ON c.mobile = r.mobile
-                GROUP BY r.set_id
+                SELECT set_id, count(*) FILTER (WHERE missing)
+                FROM (
+                    SELECT r.set_id, r.mobile,
+                           bool_or(r.valid AND (c.mobile IS NULL OR NOT {usable})) AS missing
+                    FROM {run_rows} r LEFT JOIN {tables.cache} c ON c.mobile = r.mobile
+                    GROUP BY r.set_id, r.mobile
+                ) AS numbers
+                GROUP BY set_id
                 """
 
 
