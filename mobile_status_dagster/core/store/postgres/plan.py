@@ -57,7 +57,8 @@ __all__ = ["check_source_exists", "plan_run"]
 
 _NUMBERS = "numbers"
 """The scratch DuckDB's table of the run's distinct valid numbers: ``mobile``, its first
-partition ``set_id``, and its ``position`` (``0 … n-1``) in the verdict bitmaps."""
+partition ``set_id``, and its place in the verdict bitmaps: ``word`` and ``bit``, its
+position (``0 … n-1``) divided by and modulo :data:`_WORD_BITS`."""
 _BITMAPS = "verdicts"
 """The scratch DuckDB's table of the verdict bitmaps (see ``_copy_verdicts``)."""
 _VERDICTS = ("fresh", "stale", "retry")
@@ -159,10 +160,10 @@ def _copy_verdicts(
     numbers: Path,
     target: Path,
 ) -> None:
-    """Write the verdict bitmaps of the ``(position, mobile)`` rows of the CSV file
-    ``numbers`` to the CSV file ``target``: ``word`` (a position divided by
-    :data:`_WORD_BITS`), then one ``BIGINT`` per verdict of :data:`_VERDICTS`, bit
-    ``position % _WORD_BITS`` set for each number of that word with that verdict."""
+    """Write the verdict bitmaps of the ``(word, bit, mobile)`` rows of the CSV file
+    ``numbers`` to the CSV file ``target``: per ``word`` with a cached number, one
+    ``BIGINT`` per verdict of :data:`_VERDICTS`, with the ``bit`` of each of its numbers
+    of that verdict set (a number with no cache row is in none: it is new)."""
     ensure_plan_numbers(conn, tables)
     plan_numbers = plan_numbers_table(tables)
     fresh = fresh_sql("c", freshness, now="%(now)s", dialect="postgres")
