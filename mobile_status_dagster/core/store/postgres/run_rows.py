@@ -3,11 +3,12 @@ into a TEMP table.
 
 The number rules have one home, :mod:`~mobile_status_dagster.core.store.number_sql`
 (vectorized DuckDB SQL), so PostgreSQL does not get a second copy of them. The rows of
-the partitions leave PostgreSQL by ``COPY … TO STDOUT`` (CSV) into a private file, an
-in-memory DuckDB normalizes them into another, and ``COPY … FROM STDIN`` loads that into
-the TEMP table :data:`PG_RUN_ROWS` — the columns of the DuckDB store's ``RUN_ROWS`` — where
-planning and publishing join it with the cache in SQL. Python touches the bytes of the
-copies only, never a number.
+the partitions leave PostgreSQL by ``COPY … TO STDOUT`` (CSV) into a private file, which
+an in-memory DuckDB normalizes (:func:`normalized_rows_sql`). Planning keeps them there
+(:mod:`~mobile_status_dagster.core.store.postgres.plan`); publishing and the checks load
+them with ``COPY … FROM STDIN`` into the TEMP table :data:`PG_RUN_ROWS` — the columns of
+the DuckDB store's ``RUN_ROWS`` — and join it with the cache in SQL. Python touches the
+bytes of the copies only, never a number.
 
 The files hold phone numbers: they live in a new directory only the user may enter
 (``0700``), are created ``0600``, and are removed with their directory when the work ends,
@@ -34,7 +35,7 @@ from mobile_status_dagster.core.store.number_sql import (
     register_number_rules,
     sql_literal,
 )
-from mobile_status_dagster.core.store.plan import RUN_NUMBERS, RUN_ROWS
+from mobile_status_dagster.core.store.plan import RUN_ROWS
 from mobile_status_dagster.core.store.source import Partition, SourceTable, source_rows_sql
 
 PgConnection = psycopg.Connection[Any]
@@ -44,8 +45,6 @@ here are converted where they are used)."""
 PG_RUN_ROWS = f"pg_temp.{RUN_ROWS}"
 """The TEMP table of a run's normalized rows, named in the session's own temporary schema
 (a permanent table of the same name is never read, replaced or dropped)."""
-PG_RUN_NUMBERS = f"pg_temp.{RUN_NUMBERS}"
-"""The TEMP table of a plan's distinct valid numbers, judged against the cache."""
 
 #: ``set_id`` compares by code point (``COLLATE "C"``), as DuckDB's strings do, so the
 #: first partition of a number (``min(set_id)``) is the same whatever the database's
@@ -200,8 +199,8 @@ def load_run_rows(
 
 #: The memory each sort or hash of a run's set-based statements may take before it spills.
 #: PostgreSQL's default, 4 MB, spills the distinct numbers of a 1M-row run to disk: 64 MB
-#: took planning 1M numbers against a 10M-row cache from 17 s to 12 s here; 256 MB no
-#: further (``make bench ARGS=postgres``).
+#: took the plan of that time (1M numbers against a 10M-row cache, hashed in one process)
+#: from 17 s to 12 s here; 256 MB no further (``make bench ARGS=postgres``).
 RUN_WORK_MEM = "64MB"
 
 
