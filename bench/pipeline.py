@@ -26,6 +26,7 @@ from bench.worker import peak_rss_until_exit, plan_in_own_process
 from mobile_status_dagster.cli.runs import materialize_sets
 from mobile_status_dagster.core.client import AsyncMobileStatusClient, ClientSettings
 from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.store.connection import connect_with_retry
 from mobile_status_dagster.core.store.plan import plan_run
 from mobile_status_dagster.core.store.record import fold_segment
 from mobile_status_dagster.core.store.schema import DEFAULT_TABLES, ensure_schema
@@ -159,7 +160,7 @@ def _scale_data(quick: bool) -> ScaleData:
     db = work / "scale.duckdb"
     journal = work / "seed.jsonl"
     write_journal(journal, set_size)
-    with duckdb.connect(str(db)) as conn:
+    with connect_with_retry(str(db)) as conn:  # the library's connection settings
         ensure_schema(conn, DEFAULT_TABLES)
         started = time.perf_counter()
         # the library's own write path (scenario 7)

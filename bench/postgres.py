@@ -63,6 +63,7 @@ from mobile_status_dagster.core.engine import EnrichmentReport, journal_dir_for
 from mobile_status_dagster.core.engine.journal import SUFFIX as JOURNAL_SUFFIX
 from mobile_status_dagster.core.numbers import PREFIX_LENGTH, prefix_rows
 from mobile_status_dagster.core.store.backend import StateStore
+from mobile_status_dagster.core.store.connection import connect_with_retry
 from mobile_status_dagster.core.store.number_sql import quote_identifier
 from mobile_status_dagster.core.store.postgres import PostgresTarget
 from mobile_status_dagster.core.store.postgres import record as pg_record
@@ -531,7 +532,7 @@ def write_path_and_planning(pg: _Postgres, quick: bool) -> list[Figure]:
     journal = work / "seed.jsonl"
     write_journal(journal, set_size)
     db = work / "scale.duckdb"
-    with duckdb.connect(str(db)) as conn:
+    with connect_with_retry(str(db)) as conn:  # the library's connection settings
         ensure_schema(conn, DEFAULT_TABLES)
         started = time.perf_counter()
         fold_segment(conn, journal, tables=DEFAULT_TABLES)

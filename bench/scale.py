@@ -35,6 +35,7 @@ from mobile_status_dagster.core.numbers import PREFIX_LENGTH
 from mobile_status_dagster.core.status import SERVING_OPERATORS
 from mobile_status_dagster.core.store import audit_checks
 from mobile_status_dagster.core.store.audit_checks import CheckOutcome
+from mobile_status_dagster.core.store.connection import connect_with_retry
 from mobile_status_dagster.core.store.number_sql import (
     PREFIX_TABLE,
     quote_identifier,
@@ -515,7 +516,7 @@ def publish_scale(quick: bool) -> list[Figure]:
         bare_s = time.perf_counter() - started
         conn.execute("DROP TABLE bench_bare_published")
         conn.execute("CHECKPOINT")
-    with duckdb.connect(str(data.db)) as conn:
+    with connect_with_retry(str(data.db)) as conn:  # the library's connection settings
         started = time.perf_counter()
         outcomes = publish_partitions(
             conn,

@@ -9,9 +9,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
-
 from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.store.connection import connect_with_retry
 from mobile_status_dagster.core.store.plan import plan_run
 from mobile_status_dagster.core.store.schema import DEFAULT_TABLES
 from mobile_status_dagster.core.store.source import Partition, SourceTable
@@ -20,7 +19,7 @@ from mobile_status_dagster.core.store.source import Partition, SourceTable
 def plan(database: str, set_id: str) -> dict[str, float]:
     """Normalize, de-duplicate and plan one set against the cache, spool included."""
     spool = Path(database + ".bench-spool.parquet")
-    with duckdb.connect(database) as conn:
+    with connect_with_retry(database) as conn:  # the library's connection settings
         started = time.perf_counter()
         result = plan_run(
             conn,
