@@ -3,7 +3,7 @@
 
 Only the lookup of the run's numbers in the cache runs in PostgreSQL, where the cache
 is. The partitions' rows are copied out and normalized by an in-memory DuckDB
-(:func:`~mobile_status_dagster.core.store.postgres.run_rows.normalized_rows_sql`), which
+(:func:`~mobile_status_dagster.core.store.postgres.run_rows.normalize_rows`), which
 numbers the distinct valid ones ``0 … n-1``; those are copied into PostgreSQL and joined
 with the cache, and what comes back is each number's verdict — fresh, ``stale`` or
 ``retry``; no cache row is ``new`` — as bitmaps over the positions. The counts per
@@ -42,11 +42,12 @@ from mobile_status_dagster.core.store.plan import (
     resend_reason_sql,
 )
 from mobile_status_dagster.core.store.postgres.run_rows import (
+    ROWS,
     PgConnection,
     Scratch,
     copy_in,
     copy_out,
-    normalized_rows_sql,
+    normalize_rows,
     planner_settings,
 )
 from mobile_status_dagster.core.store.postgres.schema import ensure_plan_numbers, plan_numbers_table
@@ -126,8 +127,7 @@ def plan_run(
     """
     with Scratch() as scratch:
         duck = scratch.duck
-        rows_sql = normalized_rows_sql(conn, source, partitions, scratch)
-        duck.execute(f"CREATE TEMP TABLE {RUN_ROWS} AS {rows_sql}")
+        normalize_rows(conn, source, partitions, scratch, f"CREATE TEMP TABLE {RUN_ROWS} AS {ROWS}")
         duck.execute(
             f"CREATE TEMP TABLE {_NUMBERS} AS SELECT mobile, set_id, "
             f"CAST(position // {_WORD_BITS} AS BIGINT) AS word, "

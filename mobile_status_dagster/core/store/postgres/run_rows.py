@@ -4,7 +4,7 @@ into a TEMP table.
 The number rules have one home, :mod:`~mobile_status_dagster.core.store.number_sql`
 (vectorized DuckDB SQL), so PostgreSQL does not get a second copy of them. The rows of
 the partitions leave PostgreSQL by ``COPY … TO STDOUT`` (CSV) into a private file, which
-an in-memory DuckDB normalizes (:func:`normalized_rows_sql`). Planning keeps them there
+an in-memory DuckDB normalizes (:func:`normalize_rows`). Planning keeps them there
 (:mod:`~mobile_status_dagster.core.store.postgres.plan`); publishing and the checks load
 them with ``COPY … FROM STDIN`` into the TEMP table :data:`PG_RUN_ROWS` — the columns of
 the DuckDB store's ``RUN_ROWS`` — and join it with the cache in SQL. Python touches the
@@ -146,17 +146,23 @@ def _utf8(conn: PgConnection) -> None:
         conn.execute("SET client_encoding TO 'UTF8'")
 
 
-def normalized_rows_sql(
+ROWS = "<normalized rows>"
+"""The marker :func:`normalize_rows` replaces in its statement with the rows' ``SELECT``."""
+
+
+def normalize_rows(
     conn: PgConnection,
     source: SourceTable,
     partitions: Sequence[Partition],
     scratch: Scratch,
-) -> str:
-    """A ``SELECT`` in ``scratch``'s DuckDB of the normalized source rows of
-    ``partitions``, with the columns and values of the DuckDB store's ``RUN_ROWS``.
+    statement: str,
+) -> None:
+    """Run ``statement`` in ``scratch``'s DuckDB with :data:`ROWS` replaced by a ``SELECT``
+    of the normalized source rows of ``partitions`` (the columns and values of the DuckDB
+    store's ``RUN_ROWS``), e.g. ``f"CREATE TEMP TABLE t AS {ROWS}"``.
 
-    The rows are copied out of PostgreSQL first, into a file of ``scratch`` that the
-    ``SELECT`` reads (it stays until ``scratch`` ends).
+    The rows are copied out of PostgreSQL into a file of ``scratch`` first, removed once
+    ``statement`` has read it.
     """
     _utf8(conn)
     names = ", ".join(name for name, _ in _RUN_ROWS_COLUMNS)
@@ -165,12 +171,15 @@ def normalized_rows_sql(
             f"CAST(NULL AS {'BOOLEAN' if name == 'valid' else 'VARCHAR'}) AS {name}"
             for name, _ in _RUN_ROWS_COLUMNS
         )
-        return f"SELECT {columns} LIMIT 0"
+        scratch.duck.execute(statement.replace(ROWS, f"SELECT {columns} LIMIT 0"))
+        return
     rows_sql, params = source_rows_sql(source, partitions, dialect="postgres")
     raw = scratch.new_file("source.csv")
     copy_out(conn, rows_sql, params, raw)
     relation = f"(SELECT * FROM {scratch.read_csv_sql(raw, ('set_id', 'mobile_raw'))})"
-    return f"SELECT {names} FROM ({normalized_numbers_sql(relation, 'mobile_raw')})"
+    rows = f"SELECT {names} FROM ({normalized_numbers_sql(relation, 'mobile_raw')})"
+    scratch.duck.execute(statement.replace(ROWS, rows))
+    raw.unlink()
 
 
 def load_run_rows(
@@ -181,16 +190,13 @@ def load_run_rows(
 ) -> None:
     """Normalize the source rows of ``partitions`` into the TEMP table :data:`PG_RUN_ROWS`
     (replaced), with the columns and values of the DuckDB store's ``RUN_ROWS``."""
-    rows_sql = normalized_rows_sql(conn, source, partitions, scratch)
     columns = ", ".join(f"{name} {sql_type}" for name, sql_type in _RUN_ROWS_COLUMNS)
     conn.execute(f"DROP TABLE IF EXISTS {PG_RUN_ROWS}")
     conn.execute(f"CREATE TEMP TABLE {RUN_ROWS} ({columns})")
     if partitions:
         normalized = scratch.new_file("run_rows.csv")
-        scratch.duck.execute(
-            f"COPY ({rows_sql}) TO {copy_target(normalized)} "
-            f"({_CSV}, HEADER false, USE_TMP_FILE false)"
-        )
+        target = f"{copy_target(normalized)} ({_CSV}, HEADER false, USE_TMP_FILE false)"
+        normalize_rows(conn, source, partitions, scratch, f"COPY ({ROWS}) TO {target}")
         copy_in(conn, PG_RUN_ROWS, normalized)
         normalized.unlink()
     # Autovacuum never analyzes TEMP tables: without statistics the joins are planned blind.
