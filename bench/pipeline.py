@@ -26,7 +26,7 @@ from bench.worker import peak_rss_until_exit, plan_in_own_process
 from mobile_status_dagster.cli.runs import materialize_sets
 from mobile_status_dagster.core.client import AsyncMobileStatusClient, ClientSettings
 from mobile_status_dagster.core.freshness import Freshness
-from mobile_status_dagster.core.store.connection import connect_with_retry
+from mobile_status_dagster.core.store.connection import DEFAULT_MEMORY_LIMIT, connect_with_retry
 from mobile_status_dagster.core.store.plan import plan_run
 from mobile_status_dagster.core.store.record import fold_segment
 from mobile_status_dagster.core.store.schema import DEFAULT_TABLES, ensure_schema
@@ -310,13 +310,18 @@ def _enrich_peak_rss_mb(url: str, count: int, memory_limit: str | None) -> float
 
 
 def memory(quick: bool) -> list[Figure]:
-    """Scenario 8: peak RSS of a run, 10x the numbers; DuckDB uncapped, then capped."""
+    """Scenario 8: peak RSS of a run, 10x the numbers: DuckDB at the library's default cap,
+    at DuckDB's own default (80 % of RAM, the library's default before 2026-12-04) and at
+    128MB."""
     small, big = (5_000, 30_000) if quick else (100_000, 1_000_000)
     figures = []
     with simulator_process("--latency-ms", "0", "--ledger-max-entries", "1000") as url:
-        # 128MB: the cap that bounds the run's memory (bench/README.md, "Where the memory goes").
-        for limit in (None,) if quick else (None, "128MB"):
-            label = "DuckDB memory uncapped" if limit is None else f"DuckDB memory_limit {limit}"
+        for limit in (None,) if quick else (None, "80%", "128MB"):
+            label = (
+                f"library default, memory_limit {DEFAULT_MEMORY_LIMIT}"
+                if limit is None
+                else f"memory_limit {limit}"
+            )
             small_mb = _enrich_peak_rss_mb(url, small, limit)
             big_mb = _enrich_peak_rss_mb(url, big, limit)
             ratio = big_mb / small_mb

@@ -197,6 +197,38 @@ def test_the_environment_accepts_both_bounds() -> None:
             assert getattr(parsed, setting.name) == bound
 
 
+def _memory_limit(connect: Connect) -> str:
+    with connect() as conn:
+        (limit,) = conn.execute("SELECT current_setting('memory_limit')").fetchone() or ("",)
+    return str(limit)
+
+
+def test_duckdb_memory_is_bounded_by_default_and_the_setting_overrides_it(tmp_path: Path) -> None:
+    """The library's connections cap DuckDB at 128 MB per core, not DuckDB's 80 % of RAM;
+    ``MOBILE_STATUS_DUCKDB_MEMORY_LIMIT`` (a size, or a share such as DuckDB's ``80%``)
+    and a resource's ``connection_config`` replace the cap."""
+    db = str(tmp_path / "m.duckdb")
+    with duckdb.connect() as bare:
+        (duckdb_default,) = bare.execute("SELECT current_setting('memory_limit')").fetchone() or ()
+    with duckdb.connect(config={"memory_limit": f"{128 * (os.cpu_count() or 1)}MB"}) as capped:
+        (per_core,) = capped.execute("SELECT current_setting('memory_limit')").fetchone() or ()
+    assert per_core != duckdb_default
+    assert _memory_limit(file_connect(db)) == per_core
+    for value, expected in (("80%", duckdb_default), ("1GB", None)):
+        parsed = env_settings.DeploymentSettings.from_env({env_settings.DUCKDB_MEMORY_LIMIT: value})
+        assert parsed.duckdb_memory_limit == value
+        limit = _memory_limit(file_connect(db, config={"memory_limit": value}))
+        assert limit == expected if expected else limit not in (per_core, duckdb_default)
+
+
+@pytest.mark.parametrize("value", ["lots", "80", "-1", "1 GB RAM"])
+def test_a_memory_limit_that_is_not_a_size_is_refused_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        env_settings.DeploymentSettings.from_env({env_settings.DUCKDB_MEMORY_LIMIT: value})
+    assert caught.value.setting == env_settings.DUCKDB_MEMORY_LIMIT
+    assert repr(value) in str(caught.value)
+
+
 def test_a_token_pasted_into_a_number_variable_is_not_echoed() -> None:
     with pytest.raises(ConfigurationError) as caught:
         env_settings.DeploymentSettings.from_env({env_settings.QPS: TOKEN})

@@ -121,8 +121,11 @@ def _store_schema(env: Mapping[str, str]) -> str | None:
 
 def _memory_limit(env: Mapping[str, str]) -> str | None:
     raw = env.get(DUCKDB_MEMORY_LIMIT, "").strip()
-    if raw and not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", raw, re.I):
-        raise ConfigurationError(DUCKDB_MEMORY_LIMIT, f"{raw!r} is not a size such as 512MB")
+    size = r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)"
+    if raw and not re.fullmatch(size, raw, re.I):
+        raise ConfigurationError(
+            DUCKDB_MEMORY_LIMIT, f"{raw!r} is not a size such as 512MB, nor a share such as 80%"
+        )
     return raw or None
 
 

@@ -20,6 +20,7 @@ looser). An existing database keeps its mode: a file may be shared on purpose, a
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -34,11 +35,19 @@ from mobile_status_dagster.core.errors import DatabaseOpenError
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 """A factory: ``with connect() as conn: ...`` opens, and always closes, a connection."""
 
+DEFAULT_MEMORY_LIMIT = f"{128 * (os.cpu_count() or 1)}MB"
+"""DuckDB's memory limit unless configured: 128 MB per core (DuckDB runs a thread per
+core), so ``256MB`` on 2 cores, whatever the sets and the warehouse hold. DuckDB's own
+default is 80 % of the machine's memory, and its buffers grow with the rows a run plans
+and publishes; under the limit it spills to disk instead (bench/README.md, "Where the
+memory goes", measures what that bounds and what it costs)."""
+
 #: DuckDB settings of the databases the library opens, unless configured otherwise:
 #: no insertion-order buffering (nothing here relies on a table's physical row order),
-#: which lowers the memory big inserts and copies need.
+#: which lowers the memory big inserts and copies need, and :data:`DEFAULT_MEMORY_LIMIT`.
 DEFAULT_DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "preserve_insertion_order": False,
+    "memory_limit": DEFAULT_MEMORY_LIMIT,
 }
 
 #: How long to wait for another process to release the file before giving up.
@@ -60,7 +69,8 @@ def connect_with_retry(
     """Open ``database``, retrying with jittered backoff while another process holds it.
 
     Starts from :data:`DEFAULT_DUCKDB_CONFIG`; ``config`` overrides any of it (e.g.
-    ``{"memory_limit": "512MB"}`` to cap DuckDB's memory; it spills to disk beyond).
+    ``{"memory_limit": "1GB"}`` to let DuckDB hold more before it spills to disk, or
+    ``"80%"``, DuckDB's own default).
 
     A database file it creates is private to the user (see the module's docstring);
     for the WAL to be private too, keep the private umask held while the connection
