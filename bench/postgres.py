@@ -26,7 +26,7 @@ a measurement.
   tables.
 - 14d crash cost: numbers billed twice after a SIGKILL at a third of 10,000 numbers and a
   rerun (on the same machine, and for PostgreSQL on another machine, the killed run's local
-  journal lost: bound in flight + the answers of the last fold interval, 100 ms).
+  journal lost: bound in flight + the answers of the last 100 ms, ``DURABLE_WITHIN_S``).
 - 14e delta: a 1,000-number run beside 1,000 vs 10,000,000 published rows, target <= 1.5x.
 """
 
@@ -69,7 +69,7 @@ from mobile_status_dagster.core.store.postgres import PostgresTarget
 from mobile_status_dagster.core.store.postgres import record as pg_record
 from mobile_status_dagster.core.store.postgres import schema as pg_schema
 from mobile_status_dagster.core.store.postgres import summaries as pg_summaries
-from mobile_status_dagster.core.store.postgres.store import FOLD_EVERY_S, PostgresStore
+from mobile_status_dagster.core.store.postgres.store import DURABLE_WITHIN_S, PostgresStore
 from mobile_status_dagster.core.store.record import fold_segment
 from mobile_status_dagster.core.store.schema import (
     AUDIT,
@@ -718,7 +718,7 @@ def _kill_at_a_third_and_rerun(
 def crash_cost(pg: _Postgres, quick: bool) -> list[Figure]:
     """Numbers billed twice after a SIGKILL of a run in its own process and a rerun."""
     count = 2000 if quick else 10_000
-    per_interval = round(CONCURRENCY * FOLD_EVERY_S * 1000 / LATENCY_MS)
+    per_interval = round(CONCURRENCY * DURABLE_WITHIN_S * 1000 / LATENCY_MS)
     pg_bound = CONCURRENCY + per_interval
     db = pipeline._seeded_db("c", count)
     duck = _kill_at_a_third_and_rerun("duckdb", str(db), count, journal_dir_for(str(db)), Path())
@@ -731,7 +731,9 @@ def crash_cost(pg: _Postgres, quick: bool) -> list[Figure]:
             rerun = journal if machine == "same" else pipeline._workdir() / "journal"
             pg_runs[machine] = _kill_at_a_third_and_rerun("postgres", url, count, journal, rerun)
     what = f"numbers billed twice after SIGKILL at 1/3 of {count:,} + rerun"
-    in_flight = f"in flight ({CONCURRENCY}) + last {FOLD_EVERY_S * 1000:.0f} ms ({per_interval})"
+    in_flight = (
+        f"in flight ({CONCURRENCY}) + last {DURABLE_WITHIN_S * 1000:.0f} ms ({per_interval})"
+    )
     other, same = pg_runs["other"], pg_runs["same"]
     figures = [
         Figure(
@@ -739,7 +741,7 @@ def crash_cost(pg: _Postgres, quick: bool) -> list[Figure]:
             f"PostgreSQL: {what} on another machine (the killed run's journal lost)",
             other.twice,
             "numbers",
-            "in flight + last fold interval",
+            "in flight + last 100 ms",
             pg_bound,
             other.twice / pg_bound,
             f"<= {in_flight} = {pg_bound}",

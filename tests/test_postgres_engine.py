@@ -29,7 +29,7 @@ from mobile_status_dagster.core.errors import DatabaseOpenError, SchemaVersionEr
 from mobile_status_dagster.core.store import Partition, SourceTable, Tables
 from mobile_status_dagster.core.store.postgres import PostgresTarget
 from mobile_status_dagster.core.store.postgres.schema import create_default_source, ensure_schema
-from mobile_status_dagster.core.store.postgres.store import FOLD_EVERY_S, PostgresStore
+from mobile_status_dagster.core.store.postgres.store import DURABLE_WITHIN_S, PostgresStore
 from mobile_status_dagster.simulator import DEMO_TOKEN, SimulatorConfig, SimulatorServer
 from tests.support import billable, billed_twice, sample_numbers
 from tests.test_hardening_settings import plant_segment
@@ -176,8 +176,10 @@ def test_sigkill_on_one_machine_and_the_other_finishes_paying_only_what_was_in_f
         assert final.returncode == 0, stderr
         assert_published(postgres_url, "s", numbers)
         # Paid twice at most: the answers in flight at each kill, and those that arrived
-        # in the last fold interval (at most concurrency × interval / latency each).
-        per_kill = WORKER_CONCURRENCY + WORKER_CONCURRENCY * FOLD_EVERY_S * 1000 / (latency_ms - 10)
+        # in the last 100 ms (at most concurrency × 100 ms / latency each).
+        per_kill = WORKER_CONCURRENCY + WORKER_CONCURRENCY * DURABLE_WITHIN_S * 1000 / (
+            latency_ms - 10
+        )
         assert len(billed_twice(sim)) <= kills * per_kill, len(billed_twice(sim))
         billed = {e.order_number for e in sim.provider.ledger(billed_only=True)}
         audited = {

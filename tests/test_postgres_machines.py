@@ -3,7 +3,7 @@ PostgreSQL database (``$MOBILE_STATUS_STORE``) and one simulator, each with its 
 directory, ``DAGSTER_HOME`` and temporary directory (so its own journal), sharing no local
 file. They take turns and nothing is billed twice; one killed with SIGKILL again and again
 leaves the other to finish, paying twice at most what was in flight at each kill plus the
-answers of the last fold interval (:data:`FOLD_EVERY_S`).
+answers of the last 100 ms (:data:`DURABLE_WITHIN_S`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mobile_status_dagster.core.status import Status
-from mobile_status_dagster.core.store.postgres.store import FOLD_EVERY_S
+from mobile_status_dagster.core.store.postgres.store import DURABLE_WITHIN_S
 from mobile_status_dagster.integration import environment as settings
 from mobile_status_dagster.simulator import SimulatorConfig, SimulatorServer
 from tests.support import (
@@ -135,8 +135,8 @@ def test_sigkill_one_cli_machine_repeatedly_and_the_other_finishes(
         assert_published(postgres_url, "s", mobiles)
         assert {str(e.mobile) for e in sim.provider.ledger()} == set(mobiles)
         # Paid twice at most: the answers in flight at each kill, and those that arrived
-        # in the last fold interval (at most concurrency × interval / latency each).
-        per_kill = CONCURRENCY + CONCURRENCY * FOLD_EVERY_S * 1000 / (latency_ms - 10)
+        # in the last 100 ms (at most concurrency × 100 ms / latency each).
+        per_kill = CONCURRENCY + CONCURRENCY * DURABLE_WITHIN_S * 1000 / (latency_ms - 10)
         assert len(billed_twice(sim)) <= kills * per_kill, len(billed_twice(sim))
         billed = {e.order_number for e in sim.provider.ledger(billed_only=True)}
     audited = {
