@@ -23,7 +23,11 @@ from dagster_duckdb import DuckDBResource
 
 from mobile_status_dagster.core.engine import journal_dir_for
 from mobile_status_dagster.core.engine.journal import Journal
-from mobile_status_dagster.core.store import audit_checks
+from mobile_status_dagster.core.freshness import Freshness
+from mobile_status_dagster.core.store import audit_checks, file_connect, publish
+from mobile_status_dagster.core.store.connection import memory_limit_bytes
+from mobile_status_dagster.core.store.plan import RUN_ROWS
+from mobile_status_dagster.core.store.publish import PartitionOutcome, publish_partitions
 from mobile_status_dagster.core.store.schema import (
     CHARGES,
     DEFAULT_TABLES,
@@ -288,3 +292,51 @@ def test_a_materialization_run_reports_its_checks_scope(
     assert isinstance(evaluation, dg.AssetCheckEvaluation)
     assert evaluation.metadata["mobile_status/scope"].value == "this run's changes"
     assert evaluation.passed
+
+
+def _publish_everything(db: Path, set_ids: list[str]) -> list[PartitionOutcome]:
+    with file_connect(str(db))() as conn:
+        return publish_partitions(
+            conn,
+            SourceTable(),
+            [Partition(s) for s in set_ids],
+            tables=DEFAULT_TABLES,
+            run_id="publish",
+            freshness=Freshness(),
+            now=datetime.now(UTC),
+        )
+
+
+def test_partitions_inserted_in_batches_publish_what_one_insert_publishes(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publishing inserts the rows a few partitions at a time, each batch's join sized to
+    fit DuckDB's memory; the published rows, summary and outcomes are those of one insert."""
+    numbers = sample_numbers(600, seed=5)
+    extra: list[str | None] = ["12345", None, numbers[0]]
+    sets = {f"s{i}": [*numbers[i * 100 : i * 100 + 100 + 20 * i], *extra] for i in range(5)}
+    seed_sets(db, sets)
+    with duckdb.connect(str(db)) as conn:
+        ensure_schema(conn, DEFAULT_TABLES)
+        conn.executemany(
+            f"INSERT INTO {DEFAULT_TABLES.cache} "
+            "VALUES (?, 1, 'online', 'CM', ?, 2000, now(), 'seed')",
+            [(n, f"o{i}") for i, n in enumerate(numbers)],
+        )
+    batched = tmp_path / "batched.duckdb"
+    shutil.copyfile(db, batched)
+    set_ids = sorted(sets)
+    whole = _publish_everything(db, set_ids)
+    # A budget of about 250 rows: batches of one or two partitions.
+    with file_connect(str(batched))() as conn:
+        monkeypatch.setattr(publish, "PUBLISHED_ROW_BYTES", memory_limit_bytes(conn) // 250)
+        conn.execute(f"CREATE TEMP TABLE {RUN_ROWS} AS SELECT set_id FROM number_sets")
+        batches = publish.insert_batches(conn, set_ids)
+    assert batches == [["s0", "s1"], ["s2"], ["s3"], ["s4"]]
+    assert [s for batch in batches for s in batch] == set_ids
+    assert _publish_everything(batched, set_ids) == whole
+    assert all(o.published for o in whole)
+    for table in (DEFAULT_TABLES.published, DEFAULT_TABLES.summary):
+        columns = "* EXCLUDE (run_id)" if table == DEFAULT_TABLES.published else "*"
+        ordered = f"SELECT {columns} FROM {table} ORDER BY ALL"
+        assert query(batched, ordered) == query(db, ordered) != []

@@ -127,6 +127,16 @@ def file_connect(
     return connect
 
 
+_BINARY_UNITS = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def memory_limit_bytes(conn: duckdb.DuckDBPyConnection) -> int:
+    """DuckDB's memory limit on ``conn``, in bytes (DuckDB shows it as ``244.1 MiB``)."""
+    (shown,) = conn.execute("SELECT current_setting('memory_limit')").fetchone() or ("",)
+    number, _, unit = str(shown).partition(" ")
+    return int(float(number) * _BINARY_UNITS[unit])
+
+
 def copy_target(path: Path) -> str:
     """``path`` as the target of ``COPY ... TO``, which takes no bound parameter."""
     return "'" + str(path).replace("'", "''") + "'"
