@@ -44,7 +44,7 @@ from mobile_status_dagster.core.errors import (
 )
 from mobile_status_dagster.core.money import MAX_PRICE, MONEY_SQL, parse_price
 from mobile_status_dagster.core.store import Partition, SourceTable, file_connect
-from mobile_status_dagster.core.store.connection import Connect
+from mobile_status_dagster.core.store.connection import Connect, memory_limit_bytes
 from mobile_status_dagster.core.store.record import JOURNAL_KEYS, fold_segment
 from mobile_status_dagster.core.store.schema import DEFAULT_TABLES, ensure_schema
 from mobile_status_dagster.integration import environment as env_settings
@@ -219,6 +219,18 @@ def test_duckdb_memory_is_bounded_by_default_and_the_setting_overrides_it(tmp_pa
         assert parsed.duckdb_memory_limit == value
         limit = _memory_limit(file_connect(db, config={"memory_limit": value}))
         assert limit == expected if expected else limit not in (per_core, duckdb_default)
+
+
+@pytest.mark.parametrize("limit", ["512KB", "256MB", "1GB", "3TB"])
+def test_the_memory_limit_is_read_back_in_bytes(tmp_path: Path, limit: str) -> None:
+    """What publishing sizes its insert batches from: DuckDB shows the limit rounded in
+    binary units with one decimal (``244.1 MiB``, ``2.7 TiB``), read back to within 5 %."""
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+    expected = int(limit[:-2]) * units[limit[-2:]]
+    with file_connect(str(tmp_path / "m.duckdb"), config={"memory_limit": limit})() as conn:
+        got = memory_limit_bytes(conn)
+    assert got is not None
+    assert abs(got - expected) <= expected / 20
 
 
 @pytest.mark.parametrize("value", ["lots", "80", "-1", "1 GB RAM"])

@@ -329,7 +329,9 @@ def test_partitions_inserted_in_batches_publish_what_one_insert_publishes(
     whole = _publish_everything(db, set_ids)
     # A budget of about 250 rows: batches of one or two partitions.
     with file_connect(str(batched))() as conn:
-        monkeypatch.setattr(publish, "PUBLISHED_ROW_BYTES", memory_limit_bytes(conn) // 250)
+        limit = memory_limit_bytes(conn)
+        assert limit is not None
+        monkeypatch.setattr(publish, "PUBLISHED_ROW_BYTES", limit // 250)
         conn.execute(f"CREATE TEMP TABLE {RUN_ROWS} AS SELECT set_id FROM number_sets")
         batches = publish.insert_batches(conn, set_ids)
     assert batches == [["s0", "s1"], ["s2"], ["s3"], ["s4"]]

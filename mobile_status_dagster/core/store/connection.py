@@ -127,14 +127,25 @@ def file_connect(
     return connect
 
 
-_BINARY_UNITS = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_BINARY_UNITS = {
+    "bytes": 1,
+    "KiB": 1 << 10,
+    "MiB": 1 << 20,
+    "GiB": 1 << 30,
+    "TiB": 1 << 40,
+    "PiB": 1 << 50,
+}
 
 
-def memory_limit_bytes(conn: duckdb.DuckDBPyConnection) -> int:
-    """DuckDB's memory limit on ``conn``, in bytes (DuckDB shows it as ``244.1 MiB``)."""
+def memory_limit_bytes(conn: duckdb.DuckDBPyConnection) -> int | None:
+    """DuckDB's memory limit on ``conn``, in bytes (DuckDB shows it as ``244.1 MiB``);
+    ``None`` if DuckDB shows it in a form this does not know (a newer DuckDB, say)."""
     (shown,) = conn.execute("SELECT current_setting('memory_limit')").fetchone() or ("",)
     number, _, unit = str(shown).partition(" ")
-    return int(float(number) * _BINARY_UNITS[unit])
+    try:
+        return int(float(number) * _BINARY_UNITS[unit])
+    except (KeyError, ValueError):
+        return None
 
 
 def copy_target(path: Path) -> str:

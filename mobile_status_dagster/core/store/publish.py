@@ -136,14 +136,18 @@ PUBLISHED_ROW_BYTES = 160
 def insert_batches(conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str]) -> list[list[str]]:
     """``set_ids`` in consecutive batches of about ``memory limit / PUBLISHED_ROW_BYTES``
     rows of :data:`RUN_ROWS` each, so that each batch's join with the cache fits in
-    DuckDB's memory instead of spilling; a partition bigger than that is a batch alone."""
+    DuckDB's memory instead of spilling; a partition bigger than that is a batch alone.
+    All in one batch when the limit cannot be read (batching only saves time)."""
+    limit = memory_limit_bytes(conn)
+    if limit is None:
+        return [list(set_ids)]
     rows_by_set = dict(
         conn.execute(
             f"SELECT set_id, count(*) FROM {RUN_ROWS} WHERE {_IN_SETS} GROUP BY set_id",
             {"set_ids": list(set_ids)},
         ).fetchall()
     )
-    budget = memory_limit_bytes(conn) // PUBLISHED_ROW_BYTES
+    budget = limit // PUBLISHED_ROW_BYTES
     batches: list[list[str]] = []
     rows = 0
     for set_id in set_ids:
