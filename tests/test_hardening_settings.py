@@ -197,10 +197,9 @@ def test_the_environment_accepts_both_bounds() -> None:
             assert getattr(parsed, setting.name) == bound
 
 
-def _memory_limit(connect: Connect) -> str:
+def _memory_limit(connect: Connect) -> int | None:
     with connect() as conn:
-        (limit,) = conn.execute("SELECT current_setting('memory_limit')").fetchone() or ("",)
-    return str(limit)
+        return memory_limit_bytes(conn)
 
 
 def test_duckdb_memory_is_bounded_by_default_and_the_setting_overrides_it(tmp_path: Path) -> None:
@@ -209,16 +208,18 @@ def test_duckdb_memory_is_bounded_by_default_and_the_setting_overrides_it(tmp_pa
     and a resource's ``connection_config`` replace the cap."""
     db = str(tmp_path / "m.duckdb")
     with duckdb.connect() as bare:
-        (duckdb_default,) = bare.execute("SELECT current_setting('memory_limit')").fetchone() or ()
+        duckdb_default = memory_limit_bytes(bare)
     with duckdb.connect(config={"memory_limit": f"{128 * (os.cpu_count() or 1)}MB"}) as capped:
-        (per_core,) = capped.execute("SELECT current_setting('memory_limit')").fetchone() or ()
+        per_core = memory_limit_bytes(capped)
+    assert per_core is not None
+    assert duckdb_default is not None
     assert per_core != duckdb_default
     assert _memory_limit(file_connect(db)) == per_core
     for value, expected in (("80%", duckdb_default), ("1GB", None)):
         parsed = env_settings.DeploymentSettings.from_env({env_settings.DUCKDB_MEMORY_LIMIT: value})
         assert parsed.duckdb_memory_limit == value
         limit = _memory_limit(file_connect(db, config={"memory_limit": value}))
-        assert limit == expected if expected else limit not in (per_core, duckdb_default)
+        assert limit == expected if expected else limit not in (per_core, duckdb_default, None)
 
 
 @pytest.mark.parametrize("limit", ["512KB", "256MB", "1GB", "3TB"])
