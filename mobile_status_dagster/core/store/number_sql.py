@@ -45,6 +45,7 @@ _REASON: Final = "__ms_reason"
 _PREFIX_OPERATOR: Final = "__ms_prefix_operator"
 _NETWORK_OPERATOR: Final = "__ms_network_operator"
 _ORDINAL: Final = "__ms_ordinal"
+_CLEAN: Final = "__ms_clean"
 
 
 def quote_identifier(name: str) -> str:
@@ -103,13 +104,20 @@ def _char_class(chars: str) -> str:
     return sql_literal("[" + "".join("\\" + c if c in "\\[]^-" else c for c in chars) + "]")
 
 
-def _first_reason(condition: str, reason: str) -> str:
+def _first_reason(condition: str, reason: str) -> dict[str, str]:
     """Set ``reason`` where ``condition`` holds, on rows that have no reason yet."""
-    return f"coalesce({_REASON}, CASE WHEN {condition} THEN {sql_literal(reason)} END) AS {_REASON}"
+    return {_REASON: f"coalesce({_REASON}, CASE WHEN {condition} THEN {sql_literal(reason)} END)"}
 
 
-def _rule_steps() -> list[tuple[str, str]]:
-    """(CTE name, replacement list of its ``SELECT * REPLACE (...)``), one per rule."""
+def _rule_steps() -> list[tuple[str, dict[str, str], bool]]:
+    """(CTE name, new value of each column it changes, whether it changes nothing on a
+    text that already has the shape of a mobile number), one per rule.
+
+    Such a text (``numbers.MOBILE_PATTERN``: eleven digits, ``1[3-9]`` first) has no
+    full-width character, whitespace, separator, float suffix or country code, and the
+    right length, so every rule but the allocation check leaves it as it is; the SQL
+    skips them for it (they are regular expressions, and most rows are such texts).
+    """
     t = _TEXT
     plus_cc = n.INTERNATIONAL_PREFIX + n.COUNTRY_CODE
     dial_cc = n.INTERNATIONAL_DIAL_PREFIX + n.COUNTRY_CODE
@@ -130,35 +138,66 @@ def _rule_steps() -> list[tuple[str, str]]:
         # that hold a full-width character.
         (
             "__ms_fullwidth",
-            f"CASE WHEN regexp_matches({t}, {_char_class(n.FULLWIDTH_FROM)})"
-            f" THEN translate({t}, {sql_literal(n.FULLWIDTH_FROM)}, {sql_literal(n.FULLWIDTH_TO)})"
-            f" ELSE {t} END AS {t}",
+            {
+                t: f"CASE WHEN regexp_matches({t}, {_char_class(n.FULLWIDTH_FROM)})"
+                f" THEN translate({t}, {sql_literal(n.FULLWIDTH_FROM)},"
+                f" {sql_literal(n.FULLWIDTH_TO)}) ELSE {t} END"
+            },
+            True,
         ),
-        ("__ms_whitespace", f"regexp_replace({t}, {_char_class(n.WHITESPACE)}, '', 'g') AS {t}"),
-        ("__ms_empty", _first_reason(f"{t} IS NULL OR {t} = ''", n.REASON_EMPTY)),
+        (
+            "__ms_whitespace",
+            {t: f"regexp_replace({t}, {_char_class(n.WHITESPACE)}, '', 'g')"},
+            True,
+        ),
+        ("__ms_empty", _first_reason(f"{t} IS NULL OR {t} = ''", n.REASON_EMPTY), True),
         (
             "__ms_spreadsheet",
-            f"CASE WHEN {full_match(n.SPREADSHEET_FLOAT_PATTERN)}"
-            f" THEN regexp_extract({t}, {spreadsheet}, 1) ELSE {t} END AS {t}",
+            {
+                t: f"CASE WHEN {full_match(n.SPREADSHEET_FLOAT_PATTERN)}"
+                f" THEN regexp_extract({t}, {spreadsheet}, 1) ELSE {t} END"
+            },
+            True,
         ),
-        ("__ms_separators", f"regexp_replace({t}, {_char_class(n.SEPARATORS)}, '', 'g') AS {t}"),
-        ("__ms_digits", _first_reason(f"NOT {full_match(n.DIGITS_PATTERN)}", n.REASON_NOT_DIGITS)),
+        (
+            "__ms_separators",
+            {t: f"regexp_replace({t}, {_char_class(n.SEPARATORS)}, '', 'g')"},
+            True,
+        ),
+        (
+            "__ms_digits",
+            _first_reason(f"NOT {full_match(n.DIGITS_PATTERN)}", n.REASON_NOT_DIGITS),
+            True,
+        ),
         (
             "__ms_country_code",
-            f"CASE WHEN {starts(n.INTERNATIONAL_PREFIX)}"
-            f" THEN CASE WHEN {starts(plus_cc)} THEN {strip(plus_cc)} ELSE {t} END"
-            f" WHEN {starts(dial_cc)} THEN {strip(dial_cc)}"
-            f" WHEN {starts(cc)} AND length({t}) = {len(cc) + n.MOBILE_LENGTH} THEN {strip(cc)}"
-            f" ELSE {t} END AS {t}, "
-            + _first_reason(
-                f"{starts(n.INTERNATIONAL_PREFIX)} AND NOT {starts(plus_cc)}", n.REASON_NOT_MAINLAND
-            ),
+            {
+                t: f"CASE WHEN {starts(n.INTERNATIONAL_PREFIX)}"
+                f" THEN CASE WHEN {starts(plus_cc)} THEN {strip(plus_cc)} ELSE {t} END"
+                f" WHEN {starts(dial_cc)} THEN {strip(dial_cc)}"
+                f" WHEN {starts(cc)} AND length({t}) = {len(cc) + n.MOBILE_LENGTH}"
+                f" THEN {strip(cc)} ELSE {t} END",
+                **_first_reason(
+                    f"{starts(n.INTERNATIONAL_PREFIX)} AND NOT {starts(plus_cc)}",
+                    n.REASON_NOT_MAINLAND,
+                ),
+            },
+            True,
         ),
-        ("__ms_length", _first_reason(f"length({t}) <> {n.MOBILE_LENGTH}", n.REASON_WRONG_LENGTH)),
-        ("__ms_mobile", _first_reason(f"NOT {full_match(n.MOBILE_PATTERN)}", n.REASON_NOT_MOBILE)),
+        (
+            "__ms_length",
+            _first_reason(f"length({t}) <> {n.MOBILE_LENGTH}", n.REASON_WRONG_LENGTH),
+            True,
+        ),
+        (
+            "__ms_mobile",
+            _first_reason(f"NOT {full_match(n.MOBILE_PATTERN)}", n.REASON_NOT_MOBILE),
+            True,
+        ),
         (
             "__ms_allocated",
             _first_reason(f"NOT {full_match(n.ALLOCATED_MOBILE_PATTERN)}", n.REASON_UNALLOCATED),
+            False,
         ),
     ]
 
@@ -188,14 +227,22 @@ def normalized_numbers_sql(source: str, raw_column: str) -> str:
         raise ValueError(
             f"raw column {raw_column!r} clashes with an output column; select it as another name"
         )
+    raw_text = f"CAST({quote_identifier(raw_column)} AS VARCHAR)"
     ctes = [
         (
             "__ms_input",
-            f"SELECT *, CAST({quote_identifier(raw_column)} AS VARCHAR) AS {_TEXT},"
-            f" CAST(NULL AS VARCHAR) AS {_REASON} FROM {source} AS __ms_source",
+            f"SELECT *, {raw_text} AS {_TEXT}, CAST(NULL AS VARCHAR) AS {_REASON},"
+            f" regexp_full_match({raw_text}, {sql_literal(n.MOBILE_PATTERN)}) AS {_CLEAN}"
+            f" FROM {source} AS __ms_source",
         )
     ]
-    for name, replacements in _rule_steps():
+    for name, values, unchanged_if_clean in _rule_steps():
+        replacements = ", ".join(
+            f"CASE WHEN {_CLEAN} THEN {column} ELSE {value} END AS {column}"
+            if unchanged_if_clean
+            else f"{value} AS {column}"
+            for column, value in values.items()
+        )
         ctes.append((name, f"SELECT * REPLACE ({replacements}) FROM {ctes[-1][0]}"))
     ctes.append(
         (
@@ -209,7 +256,7 @@ def normalized_numbers_sql(source: str, raw_column: str) -> str:
     )
     hidden = ", ".join(
         sql_literal(name)
-        for name in (*OUTPUT_COLUMNS, _TEXT, _REASON, _PREFIX_OPERATOR, _NETWORK_OPERATOR)
+        for name in (*OUTPUT_COLUMNS, _TEXT, _REASON, _CLEAN, _PREFIX_OPERATOR, _NETWORK_OPERATOR)
     )
     body = ",\n".join(f"{name} AS (\n    {select}\n)" for name, select in ctes)
     return (
