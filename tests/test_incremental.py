@@ -26,7 +26,6 @@ from mobile_status_dagster.core.engine.journal import Journal
 from mobile_status_dagster.core.freshness import Freshness
 from mobile_status_dagster.core.store import audit_checks, file_connect, publish
 from mobile_status_dagster.core.store.connection import memory_limit_bytes
-from mobile_status_dagster.core.store.plan import RUN_ROWS
 from mobile_status_dagster.core.store.publish import PartitionOutcome, publish_partitions
 from mobile_status_dagster.core.store.schema import (
     CHARGES,
@@ -332,9 +331,10 @@ def test_partitions_inserted_in_batches_publish_what_one_insert_publishes(
         limit = memory_limit_bytes(conn)
         assert limit is not None
         monkeypatch.setattr(publish, "PUBLISHED_ROW_BYTES", limit // 250)
-        conn.execute(f"CREATE TEMP TABLE {RUN_ROWS} AS SELECT set_id FROM number_sets")
-        batches = publish.insert_batches(conn, set_ids)
+    rows_by_set = {set_id: len(sets[set_id]) for set_id in set_ids}
+    batches = publish.insert_batches(limit, rows_by_set)
     assert batches == [["s0", "s1"], ["s2"], ["s3"], ["s4"]]
+    assert publish.insert_batches(None, rows_by_set) == [set_ids]
     assert [s for batch in batches for s in batch] == set_ids
     assert _publish_everything(batched, set_ids) == whole
     assert all(o.published for o in whole)

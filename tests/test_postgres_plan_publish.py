@@ -310,7 +310,13 @@ def both_publish(
         return [(str(o.cost), [*o.by_status.items()], [*o.by_operator.items()]) for o in outcomes]
 
     assert exactly(got) == exactly(expected)
-    assert_same_tables(stores)
+    published = assert_same_tables(stores)
+    for outcome in (o for o in expected if o.published):
+        # The counts taken before the insert (the tally) are those of the rows it wrote.
+        rows = [row for row in published if row[0] == outcome.set_id]
+        assert outcome.rows == len(rows)
+        assert outcome.numbers == len({row[2] for row in rows if row[3]})
+        assert outcome.sent == len({row[2] for row in rows if row[12] == "provider"})
     return expected
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -82,47 +82,74 @@ def publish_partitions(
     load_run_rows(conn, source, partitions)
     params: dict[str, Any] = {"now": now, "run_id": run_id, "force": force_refresh}
     with transaction(conn):
-        missing_by_set = {
-            str(set_id): int(missing)
-            for set_id, missing in conn.execute(missing_sql(tables, freshness), params).fetchall()
-        }
-        complete = complete_partitions(partitions, missing_by_set)
+        tallies = tallies_by_set(conn.execute(tally_sql(tables, freshness), params).fetchall())
+        complete = complete_partitions(partitions, tallies)
         if complete:
             keys = {"set_ids": complete}
             conn.execute(f"DELETE FROM {tables.published} WHERE {_IN_SETS}", keys)
-            for batch in insert_batches(conn, complete):
+            rows_by_set = {key: tallies[key].rows for key in complete}
+            for batch in insert_batches(memory_limit_bytes(conn), rows_by_set):
                 conn.execute(insert_sql(tables), {"set_ids": batch, "run_id": run_id})
             _replace_summary(conn, tables, complete)
-    counted = _counts(conn, tables, complete, run_id)
-    return partition_outcomes(partitions, missing_by_set, counted)
+    counted = _counts(conn, tables, complete, run_id, tallies)
+    return partition_outcomes(partitions, tallies, counted)
 
 
-def missing_sql(
+@dataclass(frozen=True)
+class Tally:
+    """A partition's rows and distinct numbers, counted before publishing it.
+
+    ``missing``: valid numbers with no usable answer (the partition is published only
+    when it is 0); ``numbers``: distinct numbers valid once published (the provider's
+    4003 makes one invalid); ``sent``: distinct numbers answered in this run.
+    """
+
+    rows: int
+    missing: int
+    numbers: int
+    sent: int
+
+
+def tallies_by_set(rows: Sequence[Sequence[Any]]) -> dict[str, Tally]:
+    """The rows of :func:`tally_sql` by set id."""
+    return {str(row[0]): Tally(*(int(value) for value in row[1:])) for row in rows}
+
+
+def tally_sql(
     tables: Tables, freshness: Freshness, *, dialect: Dialect = "duckdb", run_rows: str = RUN_ROWS
 ) -> str:
-    """``SELECT set_id, missing`` per partition of ``run_rows``: its valid numbers with no
-    usable answer (parameters ``now``, ``run_id``, ``force``; valid in ``dialect``).
+    """``SELECT set_id, rows, missing, numbers, sent`` per partition of ``run_rows`` (the
+    columns of :class:`Tally`; parameters ``now``, ``run_id``, ``force``; valid in
+    ``dialect``).
 
-    Usable: answered in this run, or (unless forced) fresh in the cache. The numbers are
-    grouped first and counted after, not counted ``DISTINCT``: DuckDB's grouping spills to
-    disk under a memory limit, its ``count(DISTINCT …)`` ran out of memory at 10,000,000
-    rows under ``memory_limit = 256MB``.
+    Usable: answered in this run, or (unless forced) fresh in the cache. Missing, valid
+    once published and sent are those of the cache row :func:`insert_sql` joins, so the
+    distinct counts come from this one grouping instead of a ``count(DISTINCT …)`` of
+    the published rows. The numbers are grouped first and counted after: DuckDB's
+    grouping spills to disk under a memory limit, its ``count(DISTINCT …)`` ran out of
+    memory at 10,000,000 rows under ``memory_limit = 256MB``.
     """
     fresh = fresh_sql("c", freshness, now=placeholder("now", dialect), dialect=dialect)
-    usable = (
-        f"(coalesce(c.run_id = {placeholder('run_id', dialect)}, false) "
-        f"OR (NOT {placeholder('force', dialect)} AND {fresh}))"
-    )
+    run_id = placeholder("run_id", dialect)
+    answered = f"coalesce(c.run_id = {run_id}, false)"
+    usable = f"({answered} OR (NOT {placeholder('force', dialect)} AND {fresh}))"
     return f"""
-                SELECT set_id, count(*) FILTER (WHERE missing)
+                SELECT set_id, sum(rows), count(*) FILTER (WHERE missing),
+                       count(*) FILTER (WHERE counted), count(*) FILTER (WHERE sent)
                 FROM (
-                    SELECT r.set_id, r.mobile,
-                           bool_or(r.valid AND (c.mobile IS NULL OR NOT {usable})) AS missing
+                    SELECT r.set_id, r.mobile, count(*) AS rows,
+                           bool_or(r.valid AND (c.mobile IS NULL OR NOT {usable})) AS missing,
+                           bool_or(r.valid AND NOT coalesce({_REJECTED}, false)) AS counted,
+                           bool_or(r.valid AND {answered}) AS sent
                     FROM {run_rows} r LEFT JOIN {tables.cache} c ON c.mobile = r.mobile
                     GROUP BY r.set_id, r.mobile
                 ) AS numbers
                 GROUP BY set_id
                 """
+
+
+_REJECTED = f"c.status_code IS NULL AND c.provider_code = {NumberRejectedError.code}"
+"""The cache row ``c`` is the provider's 4003: a number our rules accept, it rejects."""
 
 
 #: About what one published row's join with the cache holds in DuckDB's memory: the
@@ -133,25 +160,18 @@ def missing_sql(
 PUBLISHED_ROW_BYTES = 160
 
 
-def insert_batches(conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str]) -> list[list[str]]:
-    """``set_ids`` in consecutive batches of about ``memory limit / PUBLISHED_ROW_BYTES``
-    rows of :data:`RUN_ROWS` each, so that each batch's join with the cache fits in
-    DuckDB's memory instead of spilling; a partition bigger than that is a batch alone.
-    All in one batch when the limit cannot be read (batching only saves time)."""
-    limit = memory_limit_bytes(conn)
+def insert_batches(limit: int | None, rows_by_set: Mapping[str, int]) -> list[list[str]]:
+    """The set ids of ``rows_by_set`` (set id → rows), in order, in consecutive batches of
+    about ``limit / PUBLISHED_ROW_BYTES`` rows each, so that each batch's join with the
+    cache fits in DuckDB's memory limit of ``limit`` bytes instead of spilling; a
+    partition bigger than that is a batch alone. All in one batch when the limit is not
+    known (``None``: batching only saves time)."""
     if limit is None:
-        return [list(set_ids)]
-    rows_by_set = dict(
-        conn.execute(
-            f"SELECT set_id, count(*) FROM {RUN_ROWS} WHERE {_IN_SETS} GROUP BY set_id",
-            {"set_ids": list(set_ids)},
-        ).fetchall()
-    )
+        return [list(rows_by_set)]
     budget = limit // PUBLISHED_ROW_BYTES
     batches: list[list[str]] = []
     rows = 0
-    for set_id in set_ids:
-        count = int(rows_by_set.get(set_id, 0))
+    for set_id, count in rows_by_set.items():
         if not batches or rows + count > budget:
             batches.append([])
             rows = 0
@@ -160,16 +180,14 @@ def insert_batches(conn: duckdb.DuckDBPyConnection, set_ids: Sequence[str]) -> l
     return batches
 
 
-def complete_partitions(
-    partitions: Sequence[Partition], missing_by_set: dict[str, int]
-) -> list[str]:
+def complete_partitions(partitions: Sequence[Partition], tallies: dict[str, Tally]) -> list[str]:
     """The keys of the partitions with rows and nothing missing: those to publish."""
-    return [p.key for p in partitions if missing_by_set.get(p.key) == 0]
+    return [p.key for p in partitions if p.key in tallies and tallies[p.key].missing == 0]
 
 
 def partition_outcomes(
     partitions: Sequence[Partition],
-    missing_by_set: dict[str, int],
+    tallies: dict[str, Tally],
     counted: dict[str, PartitionOutcome],
 ) -> list[PartitionOutcome]:
     """Every partition's outcome: empty (no source row), published with its counts, or
@@ -177,12 +195,12 @@ def partition_outcomes(
     outcomes = []
     for partition in partitions:
         key = partition.key
-        if key not in missing_by_set:
+        if key not in tallies:
             outcomes.append(PartitionOutcome(key, published=False, empty=True))
         elif key in counted:
             outcomes.append(counted[key])
         else:
-            outcomes.append(PartitionOutcome(key, published=False, missing=missing_by_set[key]))
+            outcomes.append(PartitionOutcome(key, published=False, missing=tallies[key].missing))
     return outcomes
 
 
@@ -203,7 +221,7 @@ def _replace_summary(
 def insert_sql(tables: Tables, *, dialect: Dialect = "duckdb", run_rows: str = RUN_ROWS) -> str:
     """``INSERT`` of the published rows of the partitions in the list parameter ``set_ids``
     from ``run_rows`` and the cache (parameter ``run_id``; valid in ``dialect``)."""
-    rejected = f"c.status_code IS NULL AND c.provider_code = {NumberRejectedError.code}"
+    rejected = _REJECTED
     serving = ", ".join(f"'{op}'" for op in sorted(SERVING_OPERATORS))
     run_id = placeholder("run_id", dialect)
     return f"""
@@ -226,8 +244,9 @@ def insert_sql(tables: Tables, *, dialect: Dialect = "duckdb", run_rows: str = R
 
 def counts_sql(tables: Tables, *, dialect: Dialect = "duckdb") -> str:
     """``SELECT`` of the published partitions' counts in the list parameter ``set_ids``:
-    ``set_id``, rows, invalid, from cache, from provider, ported, numbers, sent; in DuckDB
-    also the histograms of status and operator (PostgreSQL has no ``histogram``)."""
+    ``set_id``, invalid, from cache, from provider, ported; in DuckDB also the histograms
+    of status and operator (PostgreSQL has no ``histogram``). One pass, no ``DISTINCT``:
+    the distinct counts are the :class:`Tally`'s."""
     histograms = (
         """,
                histogram(coalesce(status, 'none')) FILTER (WHERE valid),
@@ -236,12 +255,10 @@ def counts_sql(tables: Tables, *, dialect: Dialect = "duckdb") -> str:
         else ""
     )
     return f"""
-        SELECT set_id, count(*), count(*) FILTER (WHERE NOT valid),
+        SELECT set_id, count(*) FILTER (WHERE NOT valid),
                count(*) FILTER (WHERE source = 'cache'),
                count(*) FILTER (WHERE source = 'provider'),
-               count(*) FILTER (WHERE ported),
-               count(DISTINCT mobile) FILTER (WHERE valid),
-               count(DISTINCT mobile) FILTER (WHERE source = 'provider'){histograms}
+               count(*) FILTER (WHERE ported){histograms}
         FROM {tables.published} WHERE {in_list_param("set_id", "set_ids", dialect)}
         GROUP BY set_id
         """
@@ -277,7 +294,11 @@ def charges_by_set(rows: Sequence[Sequence[Any]]) -> dict[str, tuple[int, int, D
 
 
 def _counts(
-    conn: duckdb.DuckDBPyConnection, tables: Tables, set_ids: Sequence[str], run_id: str
+    conn: duckdb.DuckDBPyConnection,
+    tables: Tables,
+    set_ids: Sequence[str],
+    run_id: str,
+    tallies: dict[str, Tally],
 ) -> dict[str, PartitionOutcome]:
     """The published partitions' counts and charges, by set id (one pass per table)."""
     if not set_ids:
@@ -289,32 +310,37 @@ def _counts(
     )
     return {
         str(row[0]): published_outcome(
-            row, _histogram(row[8]), _histogram(row[9]), charges.get(str(row[0]))
+            tallies[str(row[0])],
+            row,
+            _histogram(row[5]),
+            _histogram(row[6]),
+            charges.get(str(row[0])),
         )
         for row in rows
     }
 
 
 def published_outcome(
+    tally: Tally,
     counts: Sequence[Any],
     by_status: dict[str, int],
     by_operator: dict[str, int],
     charges: tuple[int, int, Decimal] | None,
 ) -> PartitionOutcome:
-    """A published partition's outcome from its counts (``set_id``, rows, invalid, from
-    cache, from provider, ported, numbers, sent), histograms and charges (billed, possibly
-    billed, cost; ``None`` when the run has no audit row for it)."""
+    """A published partition's outcome from its tally, its counts (``set_id``, invalid,
+    from cache, from provider, ported), histograms and charges (billed, possibly billed,
+    cost; ``None`` when the run has no audit row for it)."""
     billed, possibly_billed, cost = charges or (0, 0, Decimal(0))
     return PartitionOutcome(
         set_id=str(counts[0]),
         published=True,
-        rows=int(counts[1]),
-        invalid=int(counts[2]),
-        from_cache=int(counts[3]),
-        from_provider=int(counts[4]),
-        ported=int(counts[5]),
-        numbers=int(counts[6]),
-        sent=int(counts[7]),
+        rows=tally.rows,
+        numbers=tally.numbers,
+        sent=tally.sent,
+        invalid=int(counts[1]),
+        from_cache=int(counts[2]),
+        from_provider=int(counts[3]),
+        ported=int(counts[4]),
         by_status=by_status,
         by_operator=by_operator,
         billed=billed,

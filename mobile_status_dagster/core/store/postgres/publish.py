@@ -35,14 +35,16 @@ from mobile_status_dagster.core.store.postgres.run_rows import (
 )
 from mobile_status_dagster.core.store.publish import (
     PartitionOutcome,
+    Tally,
     charges_by_set,
     charges_sql,
     complete_partitions,
     counts_sql,
     insert_sql,
-    missing_sql,
     partition_outcomes,
     published_outcome,
+    tallies_by_set,
+    tally_sql,
 )
 from mobile_status_dagster.core.store.schema import Tables, summary_rows_sql
 from mobile_status_dagster.core.store.source import Partition, SourceTable
@@ -84,12 +86,9 @@ def publish_partitions(
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             planner_settings(conn)
-            missing = missing_sql(tables, freshness, dialect="postgres", run_rows=PG_RUN_ROWS)
-            missing_by_set = {
-                str(set_id): int(count)
-                for set_id, count in conn.execute(missing, params).fetchall()
-            }
-            complete = complete_partitions(partitions, missing_by_set)
+            tally = tally_sql(tables, freshness, dialect="postgres", run_rows=PG_RUN_ROWS)
+            tallies = tallies_by_set(conn.execute(tally, params).fetchall())
+            complete = complete_partitions(partitions, tallies)
             if complete:
                 keys = {"set_ids": complete}
                 conn.execute(f"DELETE FROM {tables.published} WHERE {_IN_SETS}", keys)
@@ -101,8 +100,8 @@ def publish_partitions(
                 own_rows = f"(SELECT * FROM {tables.published} WHERE {_IN_SETS}) AS own_rows"
                 conn.execute(f"INSERT INTO {tables.summary} {summary_rows_sql(own_rows)}", keys)
         # Still the only publisher: the counts are of the rows this call published.
-        counted = _counts(conn, tables, complete, run_id)
-    return partition_outcomes(partitions, missing_by_set, counted)
+        counted = _counts(conn, tables, complete, run_id, tallies)
+    return partition_outcomes(partitions, tallies, counted)
 
 
 @contextlib.contextmanager
@@ -123,7 +122,11 @@ def _one_publisher(conn: PgConnection, tables: Tables) -> Iterator[None]:
 
 
 def _counts(
-    conn: PgConnection, tables: Tables, set_ids: Sequence[str], run_id: str
+    conn: PgConnection,
+    tables: Tables,
+    set_ids: Sequence[str],
+    run_id: str,
+    tallies: dict[str, Tally],
 ) -> dict[str, PartitionOutcome]:
     """The published partitions' counts and charges, by set id.
 
@@ -154,6 +157,7 @@ def _counts(
     )
     return {
         str(row[0]): published_outcome(
+            tallies[str(row[0])],
             row,
             _sorted(by_status.get(str(row[0]))),
             _sorted(by_operator.get(str(row[0]))),
