@@ -333,6 +333,30 @@ def test_a_late_older_segment_does_not_overwrite_a_newer_answer(
     assert len(state["audit"]) == 3  # the audit keeps every attempt
 
 
+def test_a_segment_that_repeats_a_number_caches_its_latest_answer(
+    tmp_path: Path, duck: duckdb.DuckDBPyConnection, pg: PgConnection
+) -> None:
+    """A run writes each number once; a segment that holds one twice (written by hand,
+    say) still folds to one cache row per number, the latest, and audits both."""
+    journal = tmp_path / "journal"
+    twice, once = "13900000001", "13900000002"
+    (path,) = write_run(
+        journal,
+        "run-1",
+        [
+            (answered(twice, Status.ONLINE, START + timedelta(hours=1)), "s1"),
+            (answered(twice, Status.VACANT, START), "s1"),
+            (answered(once, Status.POWERED_OFF, START), "s1"),
+        ],
+    )
+    duck_result, pg_result = fold_both(duck, pg, path)
+    assert pg_result == duck_result == FoldResult(attempts=3, answers=2, already_folded=False)
+    state = assert_same_state(duck, pg)
+    cache = {row[0]: row[2] for row in state["cache"]}
+    assert cache == {twice: "online", once: "powered_off"}
+    assert len(state["audit"]) == 3
+
+
 def test_a_symlinked_segment_is_refused(tmp_path: Path, pg: PgConnection) -> None:
     (target,) = write_run(
         tmp_path / "journal", "run-1", [(answered("13900000001", Status.ONLINE, START), "s1")]

@@ -120,6 +120,8 @@ class SegmentHeader:
     run_id: str | None
     price: str | None
     currency: str | None
+    repeats: bool = True
+    """Whether some number has more than one kept line (a run writes one per number)."""
 
     @property
     def attempt_params(self) -> dict[str, str]:
@@ -152,7 +154,10 @@ def segment_lines(conn: duckdb.DuckDBPyConnection, path: Path) -> Iterator[Segme
             "WHERE run IS NOT NULL"
         ).fetchone()
         run_id, price, currency = header if header else (None, None, None)
-        yield SegmentHeader(run_id, price, currency)
+        (repeats,) = conn.execute(
+            f"SELECT EXISTS (SELECT m FROM {_LINES} WHERE keep GROUP BY m HAVING count(*) > 1)"
+        ).fetchone() or (True,)
+        yield SegmentHeader(run_id, price, currency, bool(repeats))
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {_LINES}")
 
@@ -170,17 +175,24 @@ def attempt_rows_sql() -> str:
     """
 
 
-def answer_rows_sql() -> str:
+def answer_rows_sql(header: SegmentHeader) -> str:
     """``SELECT`` of the cache rows (``mobile_status_latest``'s columns, in order) of the
     lines of :func:`segment_lines`: each settled number's latest outcome, one row per
-    number; parameters :attr:`SegmentHeader.answer_params`."""
+    number; parameters :attr:`SegmentHeader.answer_params`.
+
+    The window that keeps a number's latest kept line runs only when the segment
+    repeats a number (it is a sort, and a run's segment holds each number once).
+    """
+    latest = (
+        "QUALIFY row_number() OVER (PARTITION BY m ORDER BY t DESC) = 1" if header.repeats else ""
+    )
     return f"""
         SELECT m AS mobile, coalesce(keep_st, st) AS status_code,
                {status_label_sql("coalesce(keep_st, st)")} AS status, op AS operator,
                o AS order_number, c AS provider_code, {_TIME} AS checked_at,
                CAST($run_id AS VARCHAR) AS run_id
         FROM {_LINES} WHERE keep
-        QUALIFY row_number() OVER (PARTITION BY m ORDER BY t DESC) = 1
+        {latest}
     """
 
 
@@ -226,7 +238,7 @@ def _add_charges(
 
 def _replace_answers(conn: duckdb.DuckDBPyConnection, tables: Tables, header: SegmentHeader) -> int:
     conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE mobile_status_new_answers AS {answer_rows_sql()}",
+        f"CREATE OR REPLACE TEMP TABLE mobile_status_new_answers AS {answer_rows_sql(header)}",
         header.answer_params,
     )
     # A late fold (a crashed run's journal) must not overwrite a newer answer.

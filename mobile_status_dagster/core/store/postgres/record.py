@@ -157,7 +157,7 @@ def _write_rows(segment: Path, attempt_rows: IO[bytes], answer_rows: IO[bytes]) 
         with segment_lines(duck, segment) as header:
             for select, params, rows in (
                 (attempt_rows_sql(), header.attempt_params, attempt_rows),
-                (answer_rows_sql(), header.answer_params, answer_rows),
+                (answer_rows_sql(header), header.answer_params, answer_rows),
             ):
                 target = f"'{_OPEN_FILES}/{rows.fileno()}'"  # the open file: it has no name
                 duck.execute(
