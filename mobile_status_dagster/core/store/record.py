@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -202,7 +203,7 @@ def _append_attempts(conn: duckdb.DuckDBPyConnection, tables: Tables, header: Se
     attempts = attempt_rows_sql()
     row = conn.execute(f"INSERT INTO {tables.audit} {attempts}", params).fetchone()
     _add_charges(conn, tables, charges_rows_sql(f"({attempts})"), params)
-    return int(row[0]) if row else 0
+    return _count(row)
 
 
 _CHARGES_KEY = (
@@ -237,11 +238,24 @@ def _add_charges(
 
 
 def _replace_answers(conn: duckdb.DuckDBPyConnection, tables: Tables, header: SegmentHeader) -> int:
+    """Replace the cache rows of the segment's answers; the number of answers cached.
+
+    A late fold (a crashed run's journal) must not overwrite a newer answer. Normally no
+    cache row is newer than the segment's oldest answer (one cheap query: row-group
+    statistics skip the older rows), and the answers go straight from the lines into
+    the cache; otherwise they go through a temporary table that drops the outdated ones.
+    """
+    answers = answer_rows_sql(header)
+    if not _cache_has_answers_after_the_segment(conn, tables):
+        conn.execute(
+            f"DELETE FROM {tables.cache} WHERE mobile IN (SELECT m FROM {_LINES} WHERE keep)"
+        )
+        row = conn.execute(f"INSERT INTO {tables.cache} {answers}", header.answer_params)
+        return _count(row.fetchone())
     conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE mobile_status_new_answers AS {answer_rows_sql(header)}",
+        f"CREATE OR REPLACE TEMP TABLE mobile_status_new_answers AS {answers}",
         header.answer_params,
     )
-    # A late fold (a crashed run's journal) must not overwrite a newer answer.
     conn.execute(
         f"""
         DELETE FROM mobile_status_new_answers n WHERE EXISTS (
@@ -252,10 +266,23 @@ def _replace_answers(conn: duckdb.DuckDBPyConnection, tables: Tables, header: Se
     conn.execute(
         f"DELETE FROM {tables.cache} WHERE mobile IN (SELECT mobile FROM mobile_status_new_answers)"
     )
-    row = conn.execute(
-        f"INSERT INTO {tables.cache} SELECT * FROM mobile_status_new_answers"
-    ).fetchone()
+    row = conn.execute(f"INSERT INTO {tables.cache} SELECT * FROM mobile_status_new_answers")
+    cached = _count(row.fetchone())
     conn.execute("DROP TABLE mobile_status_new_answers")
+    return cached
+
+
+def _cache_has_answers_after_the_segment(conn: duckdb.DuckDBPyConnection, tables: Tables) -> bool:
+    """Whether a cache row is newer than the oldest answer of :func:`segment_lines`."""
+    row = conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM {tables.cache} WHERE checked_at > "
+        f"(SELECT min({_TIME}) FROM {_LINES} WHERE keep))"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _count(row: tuple[Any, ...] | None) -> int:
+    """The row count an ``INSERT`` returns."""
     return int(row[0]) if row else 0
 
 
