@@ -109,14 +109,15 @@ def _first_reason(condition: str, reason: str) -> dict[str, str]:
     return {_REASON: f"coalesce({_REASON}, CASE WHEN {condition} THEN {sql_literal(reason)} END)"}
 
 
-def _rule_steps() -> list[tuple[str, dict[str, str], bool]]:
-    """(CTE name, new value of each column it changes, whether it changes nothing on a
-    text that already has the shape of a mobile number), one per rule.
+def _cleaning_steps() -> list[tuple[str, dict[str, str]]]:
+    """(CTE name, new value of each column it changes), one per rule before the
+    allocation check, in the order ``normalize`` applies them.
 
-    Such a text (``numbers.MOBILE_PATTERN``: eleven digits, ``1[3-9]`` first) has no
-    full-width character, whitespace, separator, float suffix or country code, and the
-    right length, so every rule but the allocation check leaves it as it is; the SQL
-    skips them for it (they are regular expressions, and most rows are such texts).
+    None of them changes a text that already has the shape of a mobile number
+    (``numbers.MOBILE_PATTERN``: eleven digits, ``1[3-9]`` first): it has no full-width
+    character, whitespace, separator, float suffix or country code, and the right
+    length. The SQL skips them for such a text (they are regular expressions, and most
+    rows are such texts); :func:`_allocation_step` runs on every row.
     """
     t = _TEXT
     plus_cc = n.INTERNATIONAL_PREFIX + n.COUNTRY_CODE
@@ -143,31 +144,26 @@ def _rule_steps() -> list[tuple[str, dict[str, str], bool]]:
                 f" THEN translate({t}, {sql_literal(n.FULLWIDTH_FROM)},"
                 f" {sql_literal(n.FULLWIDTH_TO)}) ELSE {t} END"
             },
-            True,
         ),
         (
             "__ms_whitespace",
             {t: f"regexp_replace({t}, {_char_class(n.WHITESPACE)}, '', 'g')"},
-            True,
         ),
-        ("__ms_empty", _first_reason(f"{t} IS NULL OR {t} = ''", n.REASON_EMPTY), True),
+        ("__ms_empty", _first_reason(f"{t} IS NULL OR {t} = ''", n.REASON_EMPTY)),
         (
             "__ms_spreadsheet",
             {
                 t: f"CASE WHEN {full_match(n.SPREADSHEET_FLOAT_PATTERN)}"
                 f" THEN regexp_extract({t}, {spreadsheet}, 1) ELSE {t} END"
             },
-            True,
         ),
         (
             "__ms_separators",
             {t: f"regexp_replace({t}, {_char_class(n.SEPARATORS)}, '', 'g')"},
-            True,
         ),
         (
             "__ms_digits",
             _first_reason(f"NOT {full_match(n.DIGITS_PATTERN)}", n.REASON_NOT_DIGITS),
-            True,
         ),
         (
             "__ms_country_code",
@@ -182,24 +178,25 @@ def _rule_steps() -> list[tuple[str, dict[str, str], bool]]:
                     n.REASON_NOT_MAINLAND,
                 ),
             },
-            True,
         ),
         (
             "__ms_length",
             _first_reason(f"length({t}) <> {n.MOBILE_LENGTH}", n.REASON_WRONG_LENGTH),
-            True,
         ),
         (
             "__ms_mobile",
             _first_reason(f"NOT {full_match(n.MOBILE_PATTERN)}", n.REASON_NOT_MOBILE),
-            True,
-        ),
-        (
-            "__ms_allocated",
-            _first_reason(f"NOT {full_match(n.ALLOCATED_MOBILE_PATTERN)}", n.REASON_UNALLOCATED),
-            False,
         ),
     ]
+
+
+def _allocation_step() -> tuple[str, dict[str, str]]:
+    """The last rule, which every row goes through: the number is an allocated segment."""
+    pattern = sql_literal(n.ALLOCATED_MOBILE_PATTERN)
+    return (
+        "__ms_allocated",
+        _first_reason(f"NOT regexp_full_match({_TEXT}, {pattern})", n.REASON_UNALLOCATED),
+    )
 
 
 def normalized_numbers_sql(source: str, raw_column: str) -> str:
@@ -236,14 +233,15 @@ def normalized_numbers_sql(source: str, raw_column: str) -> str:
             f" FROM {source} AS __ms_source",
         )
     ]
-    for name, values, unchanged_if_clean in _rule_steps():
-        replacements = ", ".join(
-            f"CASE WHEN {_CLEAN} THEN {column} ELSE {value} END AS {column}"
-            if unchanged_if_clean
-            else f"{value} AS {column}"
-            for column, value in values.items()
-        )
-        ctes.append((name, f"SELECT * REPLACE ({replacements}) FROM {ctes[-1][0]}"))
+
+    def step(name: str, values: dict[str, str]) -> tuple[str, str]:
+        replacements = ", ".join(f"{value} AS {column}" for column, value in values.items())
+        return name, f"SELECT * REPLACE ({replacements}) FROM {ctes[-1][0]}"
+
+    for name, values in _cleaning_steps():
+        skipped = {c: f"CASE WHEN {_CLEAN} THEN {c} ELSE {v} END" for c, v in values.items()}
+        ctes.append(step(name, skipped))
+    ctes.append(step(*_allocation_step()))
     ctes.append(
         (
             "__ms_operators",
