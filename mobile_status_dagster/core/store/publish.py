@@ -221,14 +221,13 @@ def _replace_summary(
 def insert_sql(tables: Tables, *, dialect: Dialect = "duckdb", run_rows: str = RUN_ROWS) -> str:
     """``INSERT`` of the published rows of the partitions in the list parameter ``set_ids``
     from ``run_rows`` and the cache (parameter ``run_id``; valid in ``dialect``)."""
-    rejected = _REJECTED
     serving = ", ".join(f"'{op}'" for op in sorted(SERVING_OPERATORS))
     run_id = placeholder("run_id", dialect)
     return f"""
         INSERT INTO {tables.published}
         SELECT r.set_id, r.mobile_raw, r.mobile,
-               r.valid AND NOT coalesce({rejected}, false) AS valid,
-               CASE WHEN {rejected} THEN '{PROVIDER_REJECTED}' ELSE r.invalid_reason END,
+               r.valid AND NOT coalesce({_REJECTED}, false) AS valid,
+               CASE WHEN {_REJECTED} THEN '{PROVIDER_REJECTED}' ELSE r.invalid_reason END,
                c.status_code, c.status, c.operator, r.prefix_operator,
                CASE WHEN c.operator IS NULL OR r.network_operator NOT IN ({serving}) THEN NULL
                     ELSE c.operator <> r.network_operator END AS ported,

@@ -65,6 +65,7 @@ JOURNAL_KEYS: dict[str, str] = {
 
 _LINES = "mobile_status_journal_lines"
 _CHARGES_DELTA = "mobile_status_charges_delta"
+_NEW_ANSWERS = "mobile_status_new_answers"
 _TIME = "to_timestamp(t / 1000000)"
 
 
@@ -245,30 +246,22 @@ def _replace_answers(conn: duckdb.DuckDBPyConnection, tables: Tables, header: Se
     statistics skip the older rows), and the answers go straight from the lines into
     the cache; otherwise they go through a temporary table that drops the outdated ones.
     """
-    answers = answer_rows_sql(header)
-    if not _cache_has_answers_after_the_segment(conn, tables):
+    new_rows, params = answer_rows_sql(header), dict(header.answer_params)
+    numbers = f"SELECT m FROM {_LINES} WHERE keep"
+    if _cache_has_answers_after_the_segment(conn, tables):
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {_NEW_ANSWERS} AS {new_rows}", params)
         conn.execute(
-            f"DELETE FROM {tables.cache} WHERE mobile IN (SELECT m FROM {_LINES} WHERE keep)"
+            f"""
+            DELETE FROM {_NEW_ANSWERS} n WHERE EXISTS (
+                SELECT 1 FROM {tables.cache} c
+                WHERE c.mobile = n.mobile AND c.checked_at > n.checked_at)
+            """
         )
-        row = conn.execute(f"INSERT INTO {tables.cache} {answers}", header.answer_params)
-        return _count(row.fetchone())
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE mobile_status_new_answers AS {answers}",
-        header.answer_params,
-    )
-    conn.execute(
-        f"""
-        DELETE FROM mobile_status_new_answers n WHERE EXISTS (
-            SELECT 1 FROM {tables.cache} c
-            WHERE c.mobile = n.mobile AND c.checked_at > n.checked_at)
-        """
-    )
-    conn.execute(
-        f"DELETE FROM {tables.cache} WHERE mobile IN (SELECT mobile FROM mobile_status_new_answers)"
-    )
-    row = conn.execute(f"INSERT INTO {tables.cache} SELECT * FROM mobile_status_new_answers")
-    cached = _count(row.fetchone())
-    conn.execute("DROP TABLE mobile_status_new_answers")
+        new_rows, params = f"SELECT * FROM {_NEW_ANSWERS}", {}
+        numbers = f"SELECT mobile FROM {_NEW_ANSWERS}"
+    conn.execute(f"DELETE FROM {tables.cache} WHERE mobile IN ({numbers})")
+    cached = _count(conn.execute(f"INSERT INTO {tables.cache} {new_rows}", params).fetchone())
+    conn.execute(f"DROP TABLE IF EXISTS {_NEW_ANSWERS}")
     return cached
 
 
